@@ -1,0 +1,151 @@
+//! Ordered parallel map: [`map`].
+
+use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Applies `f` to every item in parallel and yields the results in input
+/// order, as they become ready (Python ezq 3's `map`).
+///
+/// The work runs on rayon's thread pool. At most a small window of items
+/// (four per pool thread) is in flight or waiting to be yielded, so memory
+/// stays bounded however long the input is, and items are pulled from
+/// `items` only as results are consumed. A panic in `f` is re-raised in the
+/// thread that iterates, when it reaches that item: no result is silently
+/// missing.
+///
+/// ```
+/// let squares: Vec<u64> = ezq::map(|x: u64| x * x, 0..5).collect();
+/// assert_eq!(squares, [0, 1, 4, 9, 16]);
+/// ```
+pub fn map<I, F, U>(f: F, items: I) -> Map<I::IntoIter, U>
+where
+    I: IntoIterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> U + Send + Sync + 'static,
+    U: Send + 'static,
+{
+    let window = 4 * rayon::current_num_threads().max(1);
+    map_with_window(f, items, window)
+}
+
+/// Like [`map`], with at most `window` items (at least 1) in flight or
+/// waiting to be yielded.
+///
+/// ```
+/// let lens: Vec<usize> = ezq::map_with_window(|s: &str| s.len(), ["a", "bcd"], 1).collect();
+/// assert_eq!(lens, [1, 3]);
+/// ```
+pub fn map_with_window<I, F, U>(f: F, items: I, window: usize) -> Map<I::IntoIter, U>
+where
+    I: IntoIterator,
+    I::Item: Send + 'static,
+    F: Fn(I::Item) -> U + Send + Sync + 'static,
+    U: Send + 'static,
+{
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let f = Arc::new(f);
+    Map {
+        input: items.into_iter(),
+        spawn: Box::new(move |index, item, tx: &Sender<Done<U>>| {
+            let (f, tx) = (Arc::clone(&f), tx.clone());
+            rayon::spawn(move || {
+                // Caught so that a panic reaches the caller instead of
+                // aborting the pool; the caller re-raises it.
+                let result = panic::catch_unwind(AssertUnwindSafe(|| f(item)));
+                // The iterator may have been dropped: then nobody wants it.
+                let _ = tx.send((index, result));
+            });
+        }),
+        window: window.max(1),
+        next_index: 0,
+        ready: VecDeque::new(),
+        tx,
+        rx,
+    }
+}
+
+type Done<U> = (u64, thread::Result<U>);
+type Spawn<T, U> = dyn Fn(u64, T, &Sender<Done<U>>) + Send;
+
+/// The iterator of [`map`].
+pub struct Map<I: Iterator, U> {
+    input: I,
+    spawn: Box<Spawn<I::Item, U>>,
+    window: usize,
+    /// Index of the next item to pull from the input.
+    next_index: u64,
+    /// Results from the next one to yield on; `None` while still running.
+    /// Its length is the number of items in flight or waiting.
+    ready: VecDeque<Option<U>>,
+    tx: Sender<Done<U>>,
+    rx: Receiver<Done<U>>,
+}
+
+impl<I: Iterator, U> Map<I, U> {
+    /// How many items are in flight or waiting to be yielded; never more
+    /// than the window.
+    pub fn in_flight(&self) -> usize {
+        self.ready.len()
+    }
+}
+
+impl<I: Iterator, U> Iterator for Map<I, U> {
+    type Item = U;
+
+    fn next(&mut self) -> Option<U> {
+        while self.ready.len() < self.window {
+            let Some(item) = self.input.next() else { break };
+            (self.spawn)(self.next_index, item, &self.tx);
+            self.next_index += 1;
+            self.ready.push_back(None);
+        }
+        loop {
+            match self.ready.front_mut() {
+                None => return None,
+                Some(slot) if slot.is_some() => return self.ready.pop_front().flatten(),
+                Some(_) => {}
+            }
+            let (index, result) = self.rx.recv().expect("ezq::map keeps a sender of its own");
+            let value = result.unwrap_or_else(|payload| panic::resume_unwind(payload));
+            let first = self.next_index - self.ready.len() as u64;
+            self.ready[(index - first) as usize] = Some(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_under_uneven_work() {
+        let out: Vec<u64> = map(
+            |x: u64| {
+                if x % 7 == 0 {
+                    thread::sleep(std::time::Duration::from_millis(2));
+                }
+                x * 2
+            },
+            0..200,
+        )
+        .collect();
+        assert_eq!(out, (0..200).map(|x| x * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panic_reaches_the_caller() {
+        let result = panic::catch_unwind(|| {
+            map(
+                |x: u32| if x == 3 { panic!("bad item {x}") } else { x },
+                0..10,
+            )
+            .count()
+        });
+        let payload = result.unwrap_err();
+        assert_eq!(crate::worker::panic_message(payload.as_ref()), "bad item 3");
+    }
+}

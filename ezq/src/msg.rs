@@ -1,0 +1,334 @@
+//! Messages: [`Msg`] and its compact [`Kind`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{OnceLock, RwLock};
+
+/// One message on a queue: the `data`, a `kind` to tell kinds of work apart,
+/// and an `order` that [`sortiter`](crate::sortiter) uses to restore sequence.
+///
+/// `Msg::new(data)` has the empty kind and order 0; the builder methods set
+/// the others. Plain data converts into a message (`From<T>`), so every
+/// function that takes `impl Into<Msg<T>>` takes either.
+///
+/// ```
+/// use ezq::Msg;
+///
+/// let msg = Msg::new(21u64).kind("EVEN").order(7);
+/// assert!(msg.kind == "EVEN");
+/// assert_eq!((msg.data, msg.order), (21, 7));
+///
+/// let plain: Msg<u64> = 5.into();
+/// assert!(plain.kind.is_empty());
+/// assert_eq!(plain.order, 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Msg<T> {
+    /// The payload.
+    pub data: T,
+    /// What kind of message this is; empty unless set with [`Msg::kind`].
+    pub kind: Kind,
+    /// The message's position in a sequence; 0 unless set with [`Msg::order`].
+    pub order: u64,
+}
+
+impl<T> Msg<T> {
+    /// A message carrying `data`, with the empty kind and order 0.
+    pub fn new(data: T) -> Self {
+        Msg {
+            data,
+            kind: Kind::EMPTY,
+            order: 0,
+        }
+    }
+
+    /// Sets the kind: a string literal, a `&str` or a `String`.
+    ///
+    /// Kinds of up to 7 bytes are stored inline and never allocate; longer
+    /// kinds are interned once per distinct string.
+    #[must_use]
+    pub fn kind(mut self, kind: impl Into<Kind>) -> Self {
+        self.kind = kind.into();
+        self
+    }
+
+    /// Sets the order.
+    #[must_use]
+    pub fn order(mut self, order: u64) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Replaces the data, keeping the kind and the order.
+    ///
+    /// ```
+    /// let squared = ezq::Msg::new(3u64).order(4).map(|x| x * x);
+    /// assert_eq!((squared.data, squared.order), (9, 4));
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Msg<U> {
+        Msg {
+            data: f(self.data),
+            kind: self.kind,
+            order: self.order,
+        }
+    }
+}
+
+impl<T> From<T> for Msg<T> {
+    fn from(data: T) -> Self {
+        Msg::new(data)
+    }
+}
+
+/// The kind of a [`Msg`]: a string, stored in 8 bytes.
+///
+/// Short kinds (up to 7 bytes, such as `"EVEN"` or `"ODD"`) live inline;
+/// longer ones are interned in a process-wide table that only grows by one
+/// entry per distinct long kind. Either way a kind is `Copy`, compares in
+/// one step and keeps [`Msg`] small, which matters because every message
+/// carries one.
+///
+/// ```
+/// use ezq::Kind;
+///
+/// let k = Kind::from("ODD");
+/// assert!(k == "ODD");
+/// assert_eq!(k.as_str(), "ODD");
+/// assert_eq!(Kind::from(String::from("a rather long kind")), "a rather long kind");
+/// assert_eq!(std::mem::size_of::<Kind>(), 8);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kind {
+    bytes: [u8; 7],
+    tag: Tag,
+}
+
+/// The length of an inline kind, or the marker of an interned one. As an
+/// enum it leaves the other byte values free, so `Option<Msg<T>>` and the
+/// queues' internal item type cost no space over `Msg<T>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+enum Tag {
+    Len0,
+    Len1,
+    Len2,
+    Len3,
+    Len4,
+    Len5,
+    Len6,
+    Len7,
+    Interned,
+}
+
+const INLINE_TAGS: [Tag; 8] = [
+    Tag::Len0,
+    Tag::Len1,
+    Tag::Len2,
+    Tag::Len3,
+    Tag::Len4,
+    Tag::Len5,
+    Tag::Len6,
+    Tag::Len7,
+];
+
+impl Kind {
+    /// The empty kind, the default of every message.
+    pub const EMPTY: Kind = Kind {
+        bytes: [0; 7],
+        tag: Tag::Len0,
+    };
+
+    /// The kind as a string slice.
+    pub fn as_str(&self) -> &str {
+        match self.tag {
+            Tag::Interned => interned(u32::from_le_bytes([
+                self.bytes[0],
+                self.bytes[1],
+                self.bytes[2],
+                self.bytes[3],
+            ])),
+            tag => {
+                let len = tag as usize;
+                // Inline bytes always come from a `&str` cut at its full length.
+                std::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Whether this is the empty kind.
+    pub fn is_empty(&self) -> bool {
+        self.tag == Tag::Len0
+    }
+
+    fn inline(s: &str) -> Option<Kind> {
+        let tag = *INLINE_TAGS.get(s.len())?;
+        let mut bytes = [0; 7];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Kind { bytes, tag })
+    }
+
+    fn new(s: &str) -> Kind {
+        Kind::inline(s).unwrap_or_else(|| {
+            let [a, b, c, d] = intern(s).to_le_bytes();
+            Kind {
+                bytes: [a, b, c, d, 0, 0, 0],
+                tag: Tag::Interned,
+            }
+        })
+    }
+}
+
+impl Default for Kind {
+    fn default() -> Self {
+        Kind::EMPTY
+    }
+}
+
+impl From<&str> for Kind {
+    fn from(s: &str) -> Self {
+        Kind::new(s)
+    }
+}
+
+impl From<String> for Kind {
+    fn from(s: String) -> Self {
+        Kind::new(&s)
+    }
+}
+
+impl From<&String> for Kind {
+    fn from(s: &String) -> Self {
+        Kind::new(s)
+    }
+}
+
+impl PartialEq<str> for Kind {
+    fn eq(&self, other: &str) -> bool {
+        match Kind::inline(other) {
+            Some(short) => *self == short,
+            None => self.tag == Tag::Interned && self.as_str() == other,
+        }
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for Kind {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<Kind> for &str {
+    fn eq(&self, other: &Kind) -> bool {
+        *other == **self
+    }
+}
+
+impl PartialEq<Kind> for str {
+    fn eq(&self, other: &Kind) -> bool {
+        *other == *self
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<&'static str, u32>,
+    names: Vec<&'static str>,
+}
+
+fn interner() -> &'static RwLock<Interner> {
+    static INTERNER: OnceLock<RwLock<Interner>> = OnceLock::new();
+    INTERNER.get_or_init(Default::default)
+}
+
+fn intern(s: &str) -> u32 {
+    if let Some(&id) = interner()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .ids
+        .get(s)
+    {
+        return id;
+    }
+    let mut table = interner().write().unwrap_or_else(|e| e.into_inner());
+    if let Some(&id) = table.ids.get(s) {
+        return id;
+    }
+    let id = u32::try_from(table.names.len()).expect("more than 4 billion distinct long kinds");
+    // Leaked on purpose: one allocation per distinct long kind, for the
+    // life of the process, so that `as_str` can hand out `&'static str`.
+    let name: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    table.names.push(name);
+    table.ids.insert(name, id);
+    id
+}
+
+fn interned(id: u32) -> &'static str {
+    interner().read().unwrap_or_else(|e| e.into_inner()).names[id as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_and_interned_kinds_round_trip() {
+        for s in [
+            "",
+            "E",
+            "EVEN",
+            "1234567",
+            "12345678",
+            "a much longer kind name",
+        ] {
+            let k = Kind::from(s);
+            assert_eq!(k.as_str(), s);
+            assert!(k == s);
+            assert!(s == k);
+            assert_eq!(k, Kind::from(s.to_string()));
+        }
+    }
+
+    #[test]
+    fn different_kinds_differ() {
+        assert!(Kind::from("EVEN") != "ODD");
+        assert!(Kind::from("EVEN") != "EVEN ");
+        assert!(Kind::from("a much longer kind") != "a much longer kine");
+        assert!(Kind::from("a much longer kind") != "short");
+        assert_ne!(Kind::from("12345678"), Kind::from("1234567"));
+    }
+
+    #[test]
+    fn messages_stay_compact() {
+        assert_eq!(std::mem::size_of::<Kind>(), 8);
+        assert_eq!(std::mem::size_of::<Msg<u64>>(), 24);
+        assert_eq!(std::mem::size_of::<Option<Msg<u64>>>(), 24);
+    }
+
+    #[test]
+    fn builder_sets_fields() {
+        let m = Msg::new("x").kind("ODD").order(3);
+        assert_eq!(m.data, "x");
+        assert_eq!(m.kind, "ODD");
+        assert_eq!(m.order, 3);
+        let d: Msg<&str> = "y".into();
+        assert_eq!(d, Msg::new("y"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Examples and integration tests for ezq; see the `ezq` crate.
