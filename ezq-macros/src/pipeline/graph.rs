@@ -1,0 +1,304 @@
+//! From the syntax tree to a checked graph: queues by name, workers with
+//! the queues they read and write. Every semantic mistake is recorded, each
+//! on the user's token, so one build reports all of them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+
+use proc_macro2::{Ident, Span};
+use syn::{Expr, Lit};
+
+use super::parse::{CapacitySpec, CapacityValue, Pipeline, Slot, WorkerRef};
+use crate::errors::Errors;
+
+/// The checked graph that expansion works from.
+pub struct Graph<'a> {
+    pub queues: Vec<Queue<'a>>,
+    pub workers: Vec<Worker<'a>>,
+}
+
+pub struct Queue<'a> {
+    /// The first mention of the queue.
+    pub name: &'a Ident,
+    pub capacity: Option<&'a CapacitySpec>,
+    pub producers: Vec<usize>,
+    pub consumers: Vec<usize>,
+}
+
+impl Queue<'_> {
+    /// No worker produces it: the caller feeds it through the handle.
+    pub fn is_source(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// No worker consumes it: the caller reads it through the handle.
+    pub fn is_sink(&self) -> bool {
+        self.consumers.is_empty()
+    }
+}
+
+pub struct Worker<'a> {
+    pub syntax: &'a WorkerRef,
+    pub inputs: Port<'a>,
+    pub outputs: Port<'a>,
+}
+
+/// The queues one side of a worker is wired to, with where they are named.
+pub struct Port<'a> {
+    /// The slot's span, or the worker's if the chain gave no slot.
+    pub span: Span,
+    pub queues: Vec<(usize, &'a Ident)>,
+}
+
+/// Builds and checks the graph. The graph comes back even when errors were
+/// found, so that expansion can still emit well-typed code beside them.
+pub fn build<'a>(pipeline: &'a Pipeline, errors: &mut Errors) -> Graph<'a> {
+    let mut graph = Graph {
+        queues: Vec::new(),
+        workers: Vec::new(),
+    };
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    if pipeline.chains.is_empty() {
+        errors.at(
+            Span::call_site(),
+            "empty pipeline: declare at least one chain, such as `in_q -> worker -> out_q;`",
+        );
+    }
+    for chain in &pipeline.chains {
+        for (i, syntax) in chain.workers.iter().enumerate() {
+            let index = graph.workers.len();
+            let inputs = graph.port(&chain.slots[i], &mut by_name, errors);
+            let outputs = match chain.slots.get(i + 1) {
+                Some(slot) => graph.port(slot, &mut by_name, errors),
+                None => Port {
+                    span: syntax.span(),
+                    queues: Vec::new(),
+                },
+            };
+            for &(q, _) in &inputs.queues {
+                graph.queues[q].consumers.push(index);
+            }
+            for &(q, _) in &outputs.queues {
+                graph.queues[q].producers.push(index);
+            }
+            check_replicas(syntax, errors);
+            graph.workers.push(Worker {
+                syntax,
+                inputs,
+                outputs,
+            });
+        }
+    }
+    for queue in &graph.queues {
+        if let (true, Some(capacity)) = (queue.is_sink(), queue.capacity) {
+            errors.at(
+                capacity.span,
+                format_args!(
+                    "queue `{}` is a sink (no worker reads it), and sinks are unbounded so that the \
+                     pipeline never waits for its caller; remove the capacity",
+                    queue.name
+                ),
+            );
+        }
+    }
+    check_cycles(&graph, errors);
+    graph
+}
+
+impl<'a> Graph<'a> {
+    /// Resolves a slot's queue names, declaring queues at first mention.
+    fn port(
+        &mut self,
+        slot: &'a Slot,
+        by_name: &mut HashMap<String, usize>,
+        errors: &mut Errors,
+    ) -> Port<'a> {
+        let mut queues: Vec<(usize, &Ident)> = Vec::new();
+        for mention in &slot.queues {
+            let name = mention.name.to_string();
+            let index = *by_name.entry(name).or_insert_with(|| {
+                self.queues.push(Queue {
+                    name: &mention.name,
+                    capacity: None,
+                    producers: Vec::new(),
+                    consumers: Vec::new(),
+                });
+                self.queues.len() - 1
+            });
+            if queues.iter().any(|&(q, _)| q == index) {
+                errors.at(
+                    mention.name.span(),
+                    format_args!(
+                        "queue `{}` is listed twice in this slot: each queue parameter of a worker needs a queue of its own",
+                        mention.name
+                    ),
+                );
+                continue;
+            }
+            queues.push((index, &mention.name));
+            if let Some(capacity) = &mention.capacity {
+                self.set_capacity(index, capacity, errors);
+            }
+        }
+        Port {
+            span: slot.span,
+            queues,
+        }
+    }
+
+    fn set_capacity(&mut self, index: usize, capacity: &'a CapacitySpec, errors: &mut Errors) {
+        if let CapacityValue::Bounded(expr) = &capacity.value {
+            if int_literal(expr) == Some(0) {
+                errors.at(
+                    capacity.span,
+                    "a queue's capacity must be at least 1: the END has to fit; use `[1]` for the tightest hand-off",
+                );
+            }
+        }
+        let queue = &mut self.queues[index];
+        match queue.capacity {
+            None => queue.capacity = Some(capacity),
+            Some(first) => {
+                let name = queue.name;
+                errors.at(
+                    capacity.span,
+                    format_args!(
+                        "the capacity of queue `{name}` is set twice; set it at one mention only"
+                    ),
+                );
+                errors.at(
+                    first.span,
+                    format_args!("the capacity of queue `{name}` is first set here"),
+                );
+            }
+        }
+    }
+}
+
+fn check_replicas(worker: &WorkerRef, errors: &mut Errors) {
+    if let Some(replicas) = &worker.replicas {
+        if int_literal(&replicas.expr) == Some(0) {
+            errors.at(
+                syn::spanned::Spanned::span(&replicas.expr),
+                format_args!(
+                    "worker `{}` needs at least 1 replica: with 0, nothing would read its input",
+                    worker.name()
+                ),
+            );
+        }
+    }
+}
+
+fn int_literal(expr: &Expr) -> Option<u128> {
+    match expr {
+        Expr::Lit(lit) => match &lit.lit {
+            Lit::Int(int) => int.base10_parse().ok(),
+            _ => None,
+        },
+        Expr::Paren(paren) => int_literal(&paren.expr),
+        _ => None,
+    }
+}
+
+/// A cycle of workers and queues can never end: each queue in it waits for
+/// its producers, which wait for their inputs, which are in the cycle.
+/// Reports one error per strongly connected group of workers.
+fn check_cycles(graph: &Graph, errors: &mut Errors) {
+    let n = graph.workers.len();
+    // feeds[a] lists (b, queue, where the queue is named as b's input).
+    let feeds: Vec<Vec<(usize, usize, &Ident)>> = (graph.workers.iter())
+        .map(|w| {
+            let mut next = Vec::new();
+            for &(q, _) in &w.outputs.queues {
+                for &b in &graph.queues[q].consumers {
+                    let mention = graph.workers[b]
+                        .inputs
+                        .queues
+                        .iter()
+                        .find(|&&(bq, _)| bq == q);
+                    if let Some(&(_, name)) = mention {
+                        next.push((b, q, name));
+                    }
+                }
+            }
+            next
+        })
+        .collect();
+    let mut reach = vec![vec![false; n]; n];
+    for (a, next) in feeds.iter().enumerate() {
+        for &(b, _, _) in next {
+            reach[a][b] = true;
+        }
+    }
+    for k in 0..n {
+        for a in 0..n {
+            if reach[a][k] {
+                for b in 0..n {
+                    reach[a][b] |= reach[k][b];
+                }
+            }
+        }
+    }
+    let mut reported = vec![false; n];
+    for start in 0..n {
+        if !reach[start][start] || reported[start] {
+            continue;
+        }
+        for (other, done) in reported.iter_mut().enumerate() {
+            if reach[start][other] && reach[other][start] {
+                *done = true;
+            }
+        }
+        let (path, closing) = shortest_cycle(start, &feeds);
+        let mut text = String::new();
+        for &(w, q) in &path {
+            let _ = write!(
+                text,
+                "{} -> {} -> ",
+                graph.queues[q].name,
+                graph.workers[w].syntax.name()
+            );
+        }
+        let _ = write!(text, "{}", graph.queues[path[0].1].name);
+        errors.at(
+            closing.span(),
+            format_args!(
+                "pipeline has a cycle: `{text}`; END could never reach these queues, since each waits for the others to end"
+            ),
+        );
+    }
+}
+
+/// The shortest cycle through `start`, as (worker, the queue feeding it)
+/// pairs from `start`, and the mention of the queue that closes it.
+fn shortest_cycle<'a>(
+    start: usize,
+    feeds: &[Vec<(usize, usize, &'a Ident)>],
+) -> (Vec<(usize, usize)>, &'a Ident) {
+    let mut came_from: Vec<Option<(usize, usize, &Ident)>> = vec![None; feeds.len()];
+    let mut queue = VecDeque::from([start]);
+    while let Some(a) = queue.pop_front() {
+        for &(b, q, name) in &feeds[a] {
+            if came_from[b].is_none() {
+                came_from[b] = Some((a, q, name));
+                if b == start {
+                    queue.clear();
+                    break;
+                }
+                queue.push_back(b);
+            }
+        }
+    }
+    let mut path = Vec::new();
+    let mut at = start;
+    let closing = came_from[start].map(|(_, _, name)| name);
+    while let Some((prev, q, _)) = came_from[at] {
+        path.push((at, q));
+        at = prev;
+        if at == start {
+            break;
+        }
+    }
+    path.reverse();
+    (path, closing.expect("start lies on a cycle"))
+}

@@ -1,0 +1,249 @@
+//! The syntax of `pipeline!`: statements of queue slots and workers joined
+//! by `->`. Syntax errors stop at the first, with "expected ..." messages.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, Token, bracketed, parenthesized, token};
+
+/// The whole macro input: one or more chains.
+pub struct Pipeline {
+    pub chains: Vec<Chain>,
+}
+
+/// `slot -> worker -> slot -> worker ... ;`: `slots[i]` feeds `workers[i]`
+/// and `slots[i + 1]`, if any, is what it produces.
+pub struct Chain {
+    pub slots: Vec<Slot>,
+    pub workers: Vec<WorkerRef>,
+}
+
+/// A queue slot: `name`, `(a, b)` or `()`.
+pub struct Slot {
+    pub span: Span,
+    pub queues: Vec<QueueMention>,
+}
+
+/// One mention of a queue by name, with its capacity if given here.
+pub struct QueueMention {
+    pub name: Ident,
+    pub capacity: Option<CapacitySpec>,
+}
+
+/// `name[EXPR]` or `name[unbounded]`.
+pub struct CapacitySpec {
+    pub span: Span,
+    pub value: CapacityValue,
+}
+
+pub enum CapacityValue {
+    Bounded(Expr),
+    Unbounded,
+}
+
+/// A worker in a chain: `path`, `path(args..)`, optionally `* replicas`.
+pub struct WorkerRef {
+    pub path: syn::Path,
+    pub args: Option<Args>,
+    pub replicas: Option<Replicas>,
+}
+
+/// `(a, b, ..)` after a worker's name.
+pub struct Args {
+    pub span: Span,
+    pub exprs: Punctuated<Expr, Token![,]>,
+}
+
+/// `* EXPR`.
+pub struct Replicas {
+    pub expr: Expr,
+}
+
+impl Parse for Pipeline {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut chains = Vec::new();
+        while !input.is_empty() {
+            chains.push(input.parse()?);
+        }
+        Ok(Pipeline { chains })
+    }
+}
+
+impl Parse for Chain {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut chain = Chain {
+            slots: vec![input.parse()?],
+            workers: Vec::new(),
+        };
+        loop {
+            if end_of_chain(input)? {
+                if chain.workers.is_empty() {
+                    let span = chain.slots[0].span;
+                    return Err(syn::Error::new(
+                        span,
+                        "a chain needs a worker: `queue -> worker -> queue;`",
+                    ));
+                }
+                return Ok(chain);
+            }
+            chain.workers.push(input.parse()?);
+            if end_of_chain(input)? {
+                return Ok(chain);
+            }
+            chain.slots.push(input.parse()?);
+        }
+    }
+}
+
+/// Consumes `;` (or sees the end of input) and returns true, or consumes
+/// `->` and returns false.
+fn end_of_chain(input: ParseStream) -> syn::Result<bool> {
+    if input.is_empty() {
+        return Ok(true);
+    }
+    let lookahead = input.lookahead1();
+    if lookahead.peek(Token![;]) {
+        input.parse::<Token![;]>()?;
+        Ok(true)
+    } else if lookahead.peek(Token![->]) {
+        input.parse::<Token![->]>()?;
+        Ok(false)
+    } else {
+        Err(lookahead.error())
+    }
+}
+
+impl Parse for Slot {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let lookahead = input.lookahead1();
+        if lookahead.peek(token::Paren) {
+            let content;
+            let paren = parenthesized!(content in input);
+            let queues = Punctuated::<QueueMention, Token![,]>::parse_terminated(&content)?;
+            Ok(Slot {
+                span: paren.span.join(),
+                queues: queues.into_iter().collect(),
+            })
+        } else if lookahead.peek(Ident) {
+            let queue: QueueMention = input.parse()?;
+            Ok(Slot {
+                span: queue.name.span(),
+                queues: vec![queue],
+            })
+        } else {
+            Err(lookahead.error())
+        }
+    }
+}
+
+impl Parse for QueueMention {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let name: Ident = input.parse()?;
+        let capacity = if input.peek(token::Bracket) {
+            let content;
+            let bracket = bracketed!(content in input);
+            let fork = content.fork();
+            let value = if fork.parse::<Ident>().is_ok_and(|i| i == "unbounded") && fork.is_empty()
+            {
+                content.parse::<Ident>()?;
+                CapacityValue::Unbounded
+            } else if content.is_empty() {
+                return Err(syn::Error::new(
+                    bracket.span.join(),
+                    "expected a capacity: `queue[1024]` or `queue[unbounded]`",
+                ));
+            } else {
+                CapacityValue::Bounded(content.parse()?)
+            };
+            Some(CapacitySpec {
+                span: bracket.span.join(),
+                value,
+            })
+        } else {
+            None
+        };
+        Ok(QueueMention { name, capacity })
+    }
+}
+
+impl Parse for WorkerRef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if !input.peek(Ident) && !input.peek(Token![::]) {
+            return Err(input.error("expected a worker: the name of a `#[worker]` function"));
+        }
+        let path = syn::Path::parse_mod_style(input)?;
+        let args = if input.peek(token::Paren) {
+            let content;
+            let paren = parenthesized!(content in input);
+            Some(Args {
+                span: paren.span.join(),
+                exprs: Punctuated::parse_terminated(&content)?,
+            })
+        } else {
+            None
+        };
+        let replicas = if input.peek(Token![*]) {
+            let star: Token![*] = input.parse()?;
+            let tokens = tokens_before_arrow(input)?;
+            if tokens.is_empty() {
+                return Err(syn::Error::new(
+                    star.span,
+                    "expected a replica count after `*`, such as `worker * 4`",
+                ));
+            }
+            Some(Replicas {
+                expr: syn::parse2(tokens)?,
+            })
+        } else {
+            None
+        };
+        Ok(WorkerRef {
+            path,
+            args,
+            replicas,
+        })
+    }
+}
+
+/// The tokens up to the next top-level `->` or `;`: syn's expression parser
+/// would read the `-` of `->` as a minus.
+fn tokens_before_arrow(input: ParseStream) -> syn::Result<TokenStream> {
+    input.step(|cursor| {
+        let mut rest = *cursor;
+        let mut tokens = TokenStream::new();
+        while let Some((tt, next)) = rest.token_tree() {
+            if let TokenTree::Punct(p) = &tt {
+                if p.as_char() == ';' {
+                    break;
+                }
+                if p.as_char() == '-'
+                    && matches!(next.punct(), Some((gt, _)) if gt.as_char() == '>')
+                {
+                    break;
+                }
+            }
+            tokens.extend([tt]);
+            rest = next;
+        }
+        Ok((tokens, rest))
+    })
+}
+
+impl WorkerRef {
+    /// The worker's name as written, for messages.
+    pub fn name(&self) -> String {
+        let segments: Vec<_> = self
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        segments.join("::")
+    }
+
+    /// The span of the worker's name.
+    pub fn span(&self) -> Span {
+        self.path.span()
+    }
+}

@@ -1,0 +1,173 @@
+//! Reads a worker function's signature: which parameters are queues, which
+//! are extra arguments, and whether it is a loop worker or a map worker.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+
+use crate::errors::Errors;
+
+/// A worker function, as `pipeline!` needs to know it.
+pub struct Worker {
+    pub name: syn::Ident,
+    pub vis: syn::Visibility,
+    pub params: Vec<Param>,
+    pub shape: Shape,
+}
+
+/// One parameter, in signature order.
+pub struct Param {
+    pub role: Role,
+    /// The parameter's full type, as written.
+    pub ty: Type,
+}
+
+pub enum Role {
+    /// `Inbox<T>`: reads a queue of `T`.
+    Input(Type),
+    /// `Outbox<T>`: writes a queue of `T`.
+    Output(Type),
+    /// Anything else: an extra argument, given in the pipeline.
+    Arg,
+}
+
+pub enum Shape {
+    /// Takes its inboxes and outboxes and loops by itself; returns `()` or
+    /// `Result<(), E>`. `ret` is the return type's span, for errors about it.
+    Loop { ret: Span },
+    /// `fn(T, args..) -> U` (or `-> Result<U, E>`): called once per message
+    /// of its one input; the result goes to its one output.
+    Map {
+        data: Type,
+        output: Type,
+        fallible: bool,
+    },
+}
+
+/// Checks what a worker function may not be, and classifies its
+/// parameters. Every problem is recorded; `None` if the signature could
+/// not be read at all.
+pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
+    let sig = &function.sig;
+    if let Some(asyncness) = sig.asyncness {
+        errors.at(
+            asyncness.span,
+            "a worker cannot be an `async fn`: each worker runs on a thread of its own; remove `async`",
+        );
+    }
+    if let Some(unsafety) = sig.unsafety {
+        errors.at(unsafety.span, "a worker cannot be an `unsafe fn`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.at(abi.span(), "a worker cannot have an `extern` ABI");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.at(
+            sig.generics.params.span(),
+            "a worker cannot be generic: `pipeline!` needs the concrete type of each queue",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.at(variadic.span(), "a worker cannot be variadic");
+    }
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => errors.at(
+                receiver.span(),
+                "a method cannot be a worker: `#[worker]` applies to free functions; move it out of the `impl` block",
+            ),
+            FnArg::Typed(typed) => {
+                if let Type::ImplTrait(_) = *typed.ty {
+                    errors.at(
+                        typed.ty.span(),
+                        "a worker's argument cannot be `impl Trait`: give it a concrete type",
+                    );
+                }
+                params.push(Param {
+                    role: role(&typed.ty),
+                    ty: (*typed.ty).clone(),
+                });
+            }
+        }
+    }
+    let has_queues = params.iter().any(|p| !matches!(p.role, Role::Arg));
+    let shape = match (&sig.output, has_queues) {
+        (ReturnType::Default, true) => Shape::Loop {
+            ret: sig.ident.span(),
+        },
+        (ReturnType::Type(_, ty), true) => Shape::Loop { ret: ty.span() },
+        (ReturnType::Type(_, ty), false) if !params.is_empty() => {
+            let (output, fallible) = match ok_type(ty) {
+                Some(ok) => (ok, true),
+                None => ((**ty).clone(), false),
+            };
+            Shape::Map {
+                data: params[0].ty.clone(),
+                output,
+                fallible,
+            }
+        }
+        _ => {
+            errors.at(
+                sig.ident.span(),
+                format_args!(
+                    "`{}` has no queue: a worker takes `Inbox<T>` and `Outbox<U>` parameters, \
+                     or is a map worker `fn(T) -> U` called once per message",
+                    sig.ident
+                ),
+            );
+            return None;
+        }
+    };
+    Some(Worker {
+        name: sig.ident.clone(),
+        vis: function.vis.clone(),
+        params,
+        shape,
+    })
+}
+
+/// `Inbox<T>` and `Outbox<T>` (by the last path segment, as written) are
+/// queues; anything else is an extra argument.
+fn role(ty: &Type) -> Role {
+    match generic_of(ty, "Inbox") {
+        Some(t) => Role::Input(t),
+        None => match generic_of(ty, "Outbox") {
+            Some(t) => Role::Output(t),
+            None => Role::Arg,
+        },
+    }
+}
+
+/// `T` if `ty` is written `...::Name<T>`.
+fn generic_of(ty: &Type, name: &str) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) if args.args.len() == 1 => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// `U` if `ty` is written `Result<U, E>`.
+fn ok_type(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    }
+}
