@@ -9,6 +9,11 @@ use crate::Queue;
 
 /// What a worker function may return: `()`, or `Result<(), E>` with an
 /// error that displays. An `Err` is reported like a panic.
+#[diagnostic::on_unimplemented(
+    message = "a worker returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "this worker returns `{Self}`",
+    note = "send results through an `Outbox`, or write a map worker `fn(T) -> U` that takes no queues"
+)]
 pub trait WorkerResult {
     /// `Err` with the error's text if the worker failed.
     fn into_result(self) -> Result<(), String>;

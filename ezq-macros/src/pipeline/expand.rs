@@ -3,22 +3,40 @@
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::Expr;
 
 use super::graph::{Graph, Port};
 use super::parse::CapacityValue;
 
-/// The local variable of a queue's `QueueRef`, spanned on `mention` so that
-/// a type mismatch on the queue is reported at the user's token.
-fn queue_var(name: &Ident, span: Span) -> Ident {
-    format_ident!("__ezq_{}", name, span = span)
+/// The local variable of a queue's `QueueRef`: the queue's own name, with
+/// macro hygiene (user expressions in the pipeline cannot see it, nor can it
+/// shadow theirs) and the location of `mention`, so that a type mismatch on
+/// the queue is reported at the user's token.
+fn queue_var(mention: &Ident) -> Ident {
+    Ident::new(&mention.to_string(), Span::mixed_site().located_at(mention.span()))
+}
+
+/// An internal local variable, hygienic like the queue variables.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// A user expression without redundant outer parentheses, which would
+/// trip `unused_parens` where it is passed as an argument.
+fn unparen(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(paren) => unparen(&paren.expr),
+        other => other,
+    }
 }
 
 pub fn expand(graph: &Graph) -> TokenStream {
+    let (g, ends_var) = (local("__ezq_graph"), local("__ezq_ends"));
     let queues = graph.queues.iter().map(|q| {
-        let var = queue_var(q.name, q.name.span());
+        let var = queue_var(q.name);
         let name = q.name.to_string();
         match q.capacity.map(|c| &c.value) {
-            None => quote!(let #var = __ezq_graph.queue(#name);),
+            None => quote!(let #var = #g.queue(#name);),
             Some(value) => {
                 let capacity = match value {
                     CapacityValue::Bounded(expr) => {
@@ -26,7 +44,7 @@ pub fn expand(graph: &Graph) -> TokenStream {
                     }
                     CapacityValue::Unbounded => quote!(::ezq::__private::Capacity::Unbounded),
                 };
-                quote!(let #var = __ezq_graph.queue_with(#name, #capacity);)
+                quote!(let #var = #g.queue_with(#name, #capacity);)
             }
         }
     });
@@ -35,21 +53,21 @@ pub fn expand(graph: &Graph) -> TokenStream {
         let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#path>);
         let replicas = match &w.syntax.replicas {
             Some(r) => {
-                let expr = &r.expr;
+                let expr = unparen(&r.expr);
                 quote!(#expr)
             }
             None => quote!(1),
         };
-        let inputs = ports(graph, &w.inputs);
-        let outputs = ports(graph, &w.outputs);
+        let inputs = ports(&w.inputs);
+        let outputs = ports(&w.outputs);
         let args = match &w.syntax.args {
             Some(args) => {
-                let exprs = args.exprs.iter();
+                let exprs = args.exprs.iter().map(unparen);
                 quote_spanned!(args.span=> (#(#exprs,)*))
             }
             None => quote_spanned!(w.syntax.span()=> ()),
         };
-        quote!(#add(&mut __ezq_graph, #replicas, #inputs, #outputs, #args);)
+        quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);)
     });
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(
@@ -62,28 +80,25 @@ pub fn expand(graph: &Graph) -> TokenStream {
     let fields: Vec<_> = ends.iter().map(|q| q.name).collect();
     let params: Vec<_> = (0..ends.len()).map(|i| format_ident!("T{i}")).collect();
     let values = ends.iter().map(|q| {
-        let var = queue_var(q.name, q.name.span());
+        let var = queue_var(q.name);
         if q.is_source() {
-            quote!(__ezq_c.source(#var))
+            quote!(#ends_var.source(#var))
         } else {
-            quote!(__ezq_c.sink(#var))
+            quote!(#ends_var.sink(#var))
         }
     });
     quote! {{
-        let mut __ezq_graph = ::ezq::__private::Graph::new();
+        let mut #g = ::ezq::__private::Graph::new();
         #(#queues)*
         #(#workers)*
         struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
-        __ezq_graph.start(|__ezq_c| __EzqQueues { #(#fields: #values),* })
+        #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
     }}
 }
 
 /// The tuple of queue variables for one side of a worker, spanned on the
 /// slot, so that a wrong number of queues is reported there.
-fn ports(_graph: &Graph, port: &Port) -> TokenStream {
-    let vars = port.queues.iter().map(|&(_, mention)| {
-        let var = mention.to_string();
-        format_ident!("__ezq_{}", var, span = mention.span())
-    });
+fn ports(port: &Port) -> TokenStream {
+    let vars = port.queues.iter().map(|&(_, mention)| queue_var(mention));
     quote_spanned!(port.span=> (#(#vars,)*))
 }

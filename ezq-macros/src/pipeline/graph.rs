@@ -133,7 +133,6 @@ impl<'a> Graph<'a> {
                         mention.name
                     ),
                 );
-                continue;
             }
             queues.push((index, &mention.name));
             if let Some(capacity) = &mention.capacity {
@@ -249,7 +248,9 @@ fn check_cycles(graph: &Graph, errors: &mut Errors) {
                 *done = true;
             }
         }
-        let (path, closing) = shortest_cycle(start, &feeds);
+        let (mut path, closing) = shortest_cycle(start, &feeds);
+        // Read the cycle from the queue where it is reported.
+        path.rotate_right(1);
         let mut text = String::new();
         for &(w, q) in &path {
             let _ = write!(

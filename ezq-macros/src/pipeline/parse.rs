@@ -116,8 +116,7 @@ fn end_of_chain(input: ParseStream) -> syn::Result<bool> {
 
 impl Parse for Slot {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let lookahead = input.lookahead1();
-        if lookahead.peek(token::Paren) {
+        if input.peek(token::Paren) {
             let content;
             let paren = parenthesized!(content in input);
             let queues = Punctuated::<QueueMention, Token![,]>::parse_terminated(&content)?;
@@ -125,14 +124,14 @@ impl Parse for Slot {
                 span: paren.span.join(),
                 queues: queues.into_iter().collect(),
             })
-        } else if lookahead.peek(Ident) {
+        } else if input.peek(Ident) {
             let queue: QueueMention = input.parse()?;
             Ok(Slot {
                 span: queue.name.span(),
                 queues: vec![queue],
             })
         } else {
-            Err(lookahead.error())
+            Err(input.error("expected a queue: `name`, `(a, b)`, or `()` for none"))
         }
     }
 }

@@ -1,0 +1,6 @@
+use ezq::worker;
+
+#[worker]
+struct Stage;
+
+fn main() {}
