@@ -80,7 +80,7 @@ pub struct Map<I: Iterator, U> {
     next_index: u64,
     /// Results from the next one to yield on; `None` while still running.
     /// Its length is the number of items in flight or waiting.
-    ready: VecDeque<Option<U>>,
+    ready: VecDeque<Option<thread::Result<U>>>,
     tx: Sender<Done<U>>,
     rx: Receiver<Done<U>>,
 }
@@ -106,13 +106,15 @@ impl<I: Iterator, U> Iterator for Map<I, U> {
         loop {
             match self.ready.front_mut() {
                 None => return None,
-                Some(slot) if slot.is_some() => return self.ready.pop_front().flatten(),
+                Some(slot) if slot.is_some() => {
+                    let result = self.ready.pop_front().flatten()?;
+                    return Some(result.unwrap_or_else(|payload| panic::resume_unwind(payload)));
+                }
                 Some(_) => {}
             }
             let (index, result) = self.rx.recv().expect("ezq::map keeps a sender of its own");
-            let value = result.unwrap_or_else(|payload| panic::resume_unwind(payload));
             let first = self.next_index - self.ready.len() as u64;
-            self.ready[(index - first) as usize] = Some(value);
+            self.ready[(index - first) as usize] = Some(result);
         }
     }
 }

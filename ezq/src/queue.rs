@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::Msg;
 
@@ -44,7 +44,16 @@ pub(crate) enum Item<T> {
 pub struct Queue<T> {
     tx: Sender<Item<T>>,
     rx: Receiver<Item<T>>,
-    ended: Arc<AtomicBool>,
+    state: Arc<EndState>,
+}
+
+/// Where a queue's END stands; shared by its clones.
+#[derive(Default)]
+struct EndState {
+    ended: AtomicBool,
+    /// Ended by `iter_q` while full: the END goes in as soon as any
+    /// consumer frees a slot, so no consumer can lose it.
+    pending: AtomicBool,
 }
 
 impl<T> Clone for Queue<T> {
@@ -52,7 +61,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             tx: self.tx.clone(),
             rx: self.rx.clone(),
-            ended: Arc::clone(&self.ended),
+            state: Arc::clone(&self.state),
         }
     }
 }
@@ -103,7 +112,7 @@ impl<T> Queue<T> {
         Queue {
             tx,
             rx,
-            ended: Arc::new(AtomicBool::new(false)),
+            state: Arc::default(),
         }
     }
 
@@ -132,21 +141,31 @@ impl<T> Queue<T> {
 
     /// Ends the queue for every consumer; see [`endq`].
     pub fn end(&self) {
-        if !self.ended.swap(true, Ordering::AcqRel) {
+        if !self.state.ended.swap(true, Ordering::AcqRel) {
             let _ = self.tx.send(Item::End);
+        }
+    }
+
+    /// Puts a pending END (see [`EndState::pending`]) if there is room.
+    fn place_pending_end(&self) {
+        if self.state.pending.swap(false, Ordering::AcqRel) {
+            if let Err(TrySendError::Full(_)) = self.tx.try_send(Item::End) {
+                self.state.pending.store(true, Ordering::Release);
+            }
         }
     }
 
     /// Whether the queue was ended.
     pub fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
+        self.state.ended.load(Ordering::Acquire)
     }
 
     /// Number of messages waiting in the queue (a snapshot: other threads
     /// may change it at once).
     pub fn len(&self) -> usize {
         // The END marker stays in an ended queue; it is not a message.
-        self.rx.len().saturating_sub(usize::from(self.is_ended()))
+        let end_queued = self.is_ended() && !self.state.pending.load(Ordering::Acquire);
+        self.rx.len().saturating_sub(usize::from(end_queued))
     }
 
     /// Whether no message is waiting.
@@ -158,21 +177,18 @@ impl<T> Queue<T> {
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
             queue: self,
-            pending_end: false,
             done: false,
         }
     }
 
     /// Ends the queue and iterates over what it holds; see [`iter_q`].
     pub fn drain(&self) -> Iter<'_, T> {
-        let pending_end = !self.ended.swap(true, Ordering::AcqRel);
-        let mut iter = Iter {
-            queue: self,
-            pending_end,
-            done: false,
-        };
-        iter.try_send_end();
-        iter
+        if !self.state.ended.swap(true, Ordering::AcqRel) {
+            // Never waits: on a full queue the END goes in once a slot frees.
+            self.state.pending.store(true, Ordering::Release);
+            self.place_pending_end();
+        }
+        self.iter()
     }
 }
 
@@ -180,20 +196,7 @@ impl<T> Queue<T> {
 /// queue's END, which it never yields.
 pub struct Iter<'a, T> {
     queue: &'a Queue<T>,
-    /// `iter_q` on a full bounded queue: the END goes in once a slot frees up.
-    pending_end: bool,
     done: bool,
-}
-
-impl<T> Iter<'_, T> {
-    fn try_send_end(&mut self) {
-        if self.pending_end {
-            match self.queue.tx.try_send(Item::End) {
-                Err(TrySendError::Full(_)) => {}
-                _ => self.pending_end = false,
-            }
-        }
-    }
 }
 
 impl<T> Iterator for Iter<'_, T> {
@@ -203,17 +206,9 @@ impl<T> Iterator for Iter<'_, T> {
         if self.done {
             return None;
         }
-        self.try_send_end();
-        let item = if self.pending_end {
-            // The queue is full, so this cannot wait.
-            match self.queue.rx.try_recv() {
-                Ok(item) => item,
-                Err(TryRecvError::Empty) => return self.next(),
-                Err(TryRecvError::Disconnected) => return None,
-            }
-        } else {
-            self.queue.rx.recv().ok()?
-        };
+        // With an END pending the queue is full, so this recv cannot wait.
+        self.queue.place_pending_end();
+        let item = self.queue.rx.recv().ok()?;
         match item {
             Item::Msg(msg) => Some(msg),
             Item::End => {
@@ -315,5 +310,18 @@ mod tests {
         q.put(2u8);
         assert_eq!(q.drain().map(|m| m.data).collect::<Vec<_>>(), [1, 2]);
         assert!(q.is_ended());
+    }
+
+    #[test]
+    fn an_end_pending_on_a_full_queue_is_not_lost() {
+        let q = Queue::bounded(2);
+        q.put(1u8);
+        q.put(2u8);
+        let _ = q.drain(); // ended, but no room for the END yet
+        assert_eq!(q.len(), 2);
+        let other = q.clone();
+        let reader = std::thread::spawn(move || other.iter().count());
+        assert_eq!(reader.join().unwrap(), 2);
+        assert_eq!(q.iter().count(), 0);
     }
 }

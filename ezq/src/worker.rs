@@ -72,7 +72,12 @@ impl fmt::Display for Failure {
 /// `join` all report every one.
 ///
 /// ```
-/// let w = ezq::run_named("printer", || panic!("out of paper"));
+/// let paper = 0;
+/// let w = ezq::run_named("printer", move || {
+///     if paper == 0 {
+///         panic!("out of paper");
+///     }
+/// });
 /// let err = w.join().unwrap_err();
 /// assert_eq!(err.to_string(), "worker `printer` panicked: out of paper");
 /// assert_eq!(err.failures()[0].worker, "printer");
