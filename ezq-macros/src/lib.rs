@@ -1,5 +1,6 @@
 //! Procedural macros of ezq: `#[worker]` and `pipeline!`. Use them through
-//! the `ezq` crate, which documents them in full.
+//! the `ezq` crate (`ezq::worker`, `ezq::pipeline`); this crate is an
+//! implementation detail and always comes in the same release as `ezq`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -9,13 +10,216 @@ mod worker;
 
 use proc_macro::TokenStream;
 
-/// Declares a worker; see `ezq::worker`.
+/// Declares a function as a worker that [`pipeline!`] can run.
+///
+/// The function stays an ordinary function (call it directly in tests);
+/// beside it, `#[worker]` declares a hidden type of the same name that
+/// tells `pipeline!` the worker's queues and arguments.
+///
+/// # Forms
+///
+/// **A loop worker** takes its queues and loops by itself. Parameters
+/// written `Inbox<T>` read a queue of `T`; `Outbox<T>` write one. Their
+/// order among themselves is the order of the queues in the pipeline's
+/// slots. Every other parameter is an *extra argument*, given in the
+/// pipeline as `worker(arg, ..)` and cloned for each replica.
+///
+/// ```
+/// use ezq::{worker, Inbox, Outbox};
+///
+/// #[worker]
+/// fn scale(inbox: Inbox<f64>, outbox: Outbox<f64>, factor: f64) {
+///     for msg in inbox {
+///         outbox.put(msg.data * factor);
+///     }
+/// }
+/// ```
+///
+/// A worker with no `Inbox` is a source (`() -> numbers -> q`); one with no
+/// `Outbox` is a sink (`q -> printer`).
+///
+/// **A worker may fail by returning `Result<(), E>`** (`E: Display`): an
+/// `Err` ends that replica and is reported by the pipeline's `join`, like a
+/// panic.
+///
+/// ```
+/// use ezq::{worker, Inbox};
+///
+/// #[worker]
+/// fn check(inbox: Inbox<u64>) -> Result<(), String> {
+///     for msg in inbox {
+///         if msg.data > 100 {
+///             return Err(format!("{} is too large", msg.data));
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
+///
+/// **A map worker** takes no queues: `fn(T, args..) -> U`. Placed as
+/// `a -> square -> b`, it is called once per message of `a`, and its result
+/// goes to `b` with the message's `kind` and `order`. If it returns
+/// `Result<U, E>`, `Ok` values are sent and the first `Err` is reported as
+/// the worker's failure.
+///
+/// ```
+/// use ezq::worker;
+///
+/// #[worker]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[worker]
+/// fn parse(text: String) -> Result<u64, std::num::ParseIntError> {
+///     text.parse()
+/// }
+/// ```
+///
+/// # Equivalent code
+///
+/// `#[worker] fn scale(inbox: Inbox<f64>, outbox: Outbox<f64>, factor: f64)`
+/// adds, beside the function, what `pipeline!` needs to run it: the
+/// equivalent of
+///
+/// ```
+/// # use ezq::{Graph, Inbox, Outbox};
+/// # fn scale(inbox: Inbox<f64>, outbox: Outbox<f64>, factor: f64) {}
+/// # let mut graph = Graph::new();
+/// # let (input, output) = (graph.queue::<f64>("in"), graph.queue::<f64>("out"));
+/// # let (replicas, factor) = (2, 2.5);
+/// graph.add("scale", replicas, (input,), (output,), move |(inbox,), (outbox,)| {
+///     scale(inbox, outbox, factor)
+/// });
+/// ```
+///
+/// # Errors
+///
+/// `#[worker]` takes no arguments, and rejects what cannot run as a worker
+/// thread: an `async fn`, an `unsafe fn`, a method (`self`), a generic
+/// function, an `impl Trait` parameter, and a function with neither queues
+/// nor a return value. A queue must be spelled `Inbox<T>` / `Outbox<T>`
+/// (any path ending so), not through a type alias.
 #[proc_macro_attribute]
 pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
     worker::worker(args.into(), item.into()).into()
 }
 
-/// Declares a worker graph; see `ezq::pipeline`.
+/// Declares a worker graph, starts it, and returns its handle.
+///
+/// ```
+/// use ezq::{pipeline, worker, Inbox, Msg, Outbox};
+///
+/// #[worker]
+/// fn collatz(read_q: Inbox<u64>, write_q: Outbox<(u64, u64)>) {
+///     for msg in read_q {
+///         let n = msg.data;
+///         let next = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
+///         write_q.put_msg(Msg::new((n, next)).order(msg.order));
+///     }
+/// }
+///
+/// #[worker]
+/// fn printer(write_q: Inbox<(u64, u64)>) {
+///     for msg in ezq::sortiter(write_q) {
+///         println!("{:?}", msg.data);
+///     }
+/// }
+///
+/// let p = pipeline! {
+///     read_q -> collatz * 2 -> write_q -> printer;
+/// };
+/// for i in 0..40u64 {
+///     p.read_q.put_msg(Msg::new(i).order(i));
+/// }
+/// p.join().unwrap();
+/// ```
+///
+/// # Grammar
+///
+/// ```text
+/// pipeline := chain+
+/// chain    := slot ( "->" worker "->" slot )* [ "->" worker ] ";"
+/// slot     := queue | "(" queue ( "," queue )* ")" | "()"
+/// queue    := NAME [ "[" ( EXPR | "unbounded" ) "]" ]
+/// worker   := PATH [ "(" EXPR ( "," EXPR )* ")" ] [ "*" EXPR ]
+/// ```
+///
+/// - A chain alternates queue slots and workers, and begins with a slot:
+///   `()` for a source worker, which reads no queue. A chain may end on a
+///   worker that writes no queue (a sink worker).
+/// - A slot lists a worker's input (before it) or output (after it) queues,
+///   in the order of the worker's `Inbox` / `Outbox` parameters.
+/// - Queues are shared by name across chains, so any acyclic graph can be
+///   written: fan-out (a worker with several outputs), fan-in (several
+///   producers of one queue), and several workers consuming one queue
+///   (they share its messages).
+/// - `worker(args..)` passes extra arguments, cloned for each replica.
+/// - `worker * EXPR` runs EXPR replicas (a `usize`, evaluated once, when
+///   the pipeline is built; 0 panics there). The expression ends at the next
+///   `->` or `;`.
+/// - `queue[N]` bounds the queue at N messages; `queue[unbounded]` lifts
+///   the bound. Without one, sources and queues between workers hold
+///   [`DEFAULT_CAPACITY`](../ezq/constant.DEFAULT_CAPACITY.html) messages:
+///   a fast stage waits for a slow one instead of filling memory. Sinks are
+///   always unbounded, so the pipeline never waits for its caller.
+///
+/// # The handle
+///
+/// `pipeline!` returns an [`ezq::Pipeline`](../ezq/struct.Pipeline.html)
+/// that derefs to one field per end of the graph:
+///
+/// - a **source** (a queue no worker produces) is an `ezq::Source<T>`:
+///   `put`, `put_msg`, `end`;
+/// - a **sink** (a queue no worker consumes) is an `ezq::Sink<T>`: `iter`,
+///   `recv`, which end once every producer of the queue has finished.
+///
+/// `join()` ends every source, waits for every worker and returns every
+/// failure (worker, replica, panic message or error). Dropping the handle
+/// does the same and panics with the failures, as `std::thread::scope`
+/// does, unless the thread is already panicking.
+///
+/// # Semantics
+///
+/// - END propagates by itself: a queue ends when every producer of it is
+///   done (each replica returned or failed; for a source, `end` or the
+///   handle's `join`/drop).
+/// - A panicking worker ends its outputs like a returning one. A worker
+///   whose every consumer is gone stops at its next `put`, quietly: the
+///   failure reported is the root cause, not the cascade.
+/// - A worker reading two inboxes one after the other can deadlock once the
+///   second one's producer waits on a full queue; read them together with
+///   [`Inbox::merge`](../ezq/struct.Inbox.html#method.merge).
+///
+/// # Compile-time checks
+///
+/// Each is reported on the user's token: a cycle (END could never
+/// propagate), a name that is not a `#[worker]`, a queue whose producer and
+/// consumer disagree on its type, the wrong number of queues or extra
+/// arguments for a worker, a literal replica count or capacity of 0, a
+/// queue listed twice in one slot, a capacity given twice or on a sink, an
+/// empty pipeline, and syntax errors. All semantic errors of a pipeline are
+/// reported in one build.
+///
+/// # Equivalent code
+///
+/// `pipeline! { in_q -> summer * 4 -> out_q; }` expands to this use of
+/// [`ezq::Graph`](../ezq/struct.Graph.html) (plus a small struct that names
+/// the handle's fields):
+///
+/// ```
+/// # use ezq::{Graph, Inbox, Outbox};
+/// # fn summer(inbox: Inbox<u64>, outbox: Outbox<u64>) { outbox.put(inbox.map(|m| m.data).sum::<u64>()); }
+/// let mut graph = Graph::new();
+/// let in_q = graph.queue::<u64>("in_q");
+/// let out_q = graph.queue::<u64>("out_q");
+/// graph.add("summer", 4, (in_q,), (out_q,), |(i,), (o,)| summer(i, o));
+/// let p = graph.start(|ends| (ends.source(in_q), ends.sink(out_q)));
+/// p.0.put(1);
+/// p.0.end();
+/// assert_eq!(p.1.iter().map(|m| m.data).sum::<u64>(), 1);
+/// p.join().unwrap();
+/// ```
 #[proc_macro]
 pub fn pipeline(input: TokenStream) -> TokenStream {
     pipeline::pipeline(input.into()).into()

@@ -116,7 +116,7 @@ macro_rules! port_tuples {
                 let ($($v,)*) = self;
                 vec![$($v.index),*]
             }
-            #[allow(unused_variables)]
+            #[allow(unused_variables, clippy::unused_unit)]
             fn open(&self, channels: &Channels) -> Self::Open {
                 let ($($v,)*) = self;
                 ($(Inbox::new(channels.channel(*$v).rx.clone()),)*)
@@ -128,7 +128,7 @@ macro_rules! port_tuples {
                 let ($($v,)*) = self;
                 vec![$($v.index),*]
             }
-            #[allow(unused_variables)]
+            #[allow(unused_variables, clippy::unused_unit)]
             fn open(&self, channels: &Channels) -> Self::Open {
                 let ($($v,)*) = self;
                 ($(Outbox::new(channels.channel(*$v).tx.clone()),)*)

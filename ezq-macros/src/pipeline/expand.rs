@@ -13,7 +13,10 @@ use super::parse::CapacityValue;
 /// shadow theirs) and the location of `mention`, so that a type mismatch on
 /// the queue is reported at the user's token.
 fn queue_var(mention: &Ident) -> Ident {
-    Ident::new(&mention.to_string(), Span::mixed_site().located_at(mention.span()))
+    Ident::new(
+        &mention.to_string(),
+        Span::mixed_site().located_at(mention.span()),
+    )
 }
 
 /// An internal local variable, hygienic like the queue variables.

@@ -44,6 +44,7 @@ pub struct Worker<'a> {
 }
 
 /// The queues one side of a worker is wired to, with where they are named.
+#[derive(Clone)]
 pub struct Port<'a> {
     /// The slot's span, or the worker's if the chain gave no slot.
     pub span: Span,
@@ -65,16 +66,18 @@ pub fn build<'a>(pipeline: &'a Pipeline, errors: &mut Errors) -> Graph<'a> {
         );
     }
     for chain in &pipeline.chains {
+        // Each slot is resolved once, though a middle slot is both the
+        // output of one worker and the input of the next.
+        let ports: Vec<Port> = (chain.slots.iter())
+            .map(|slot| graph.port(slot, &mut by_name, errors))
+            .collect();
         for (i, syntax) in chain.workers.iter().enumerate() {
             let index = graph.workers.len();
-            let inputs = graph.port(&chain.slots[i], &mut by_name, errors);
-            let outputs = match chain.slots.get(i + 1) {
-                Some(slot) => graph.port(slot, &mut by_name, errors),
-                None => Port {
-                    span: syntax.span(),
-                    queues: Vec::new(),
-                },
-            };
+            let inputs = ports[i].clone();
+            let outputs = ports.get(i + 1).cloned().unwrap_or_else(|| Port {
+                span: syntax.span(),
+                queues: Vec::new(),
+            });
             for &(q, _) in &inputs.queues {
                 graph.queues[q].consumers.push(index);
             }
@@ -230,10 +233,11 @@ fn check_cycles(graph: &Graph, errors: &mut Errors) {
         }
     }
     for k in 0..n {
-        for a in 0..n {
-            if reach[a][k] {
-                for b in 0..n {
-                    reach[a][b] |= reach[k][b];
+        let via = reach[k].clone();
+        for row in &mut reach {
+            if row[k] {
+                for (to, &through) in row.iter_mut().zip(&via) {
+                    *to |= through;
                 }
             }
         }

@@ -3,6 +3,8 @@
 mod expand;
 mod graph;
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use proc_macro2::TokenStream;
 use quote::quote;

@@ -4,6 +4,8 @@
 
 mod expand;
 mod signature;
+#[cfg(test)]
+mod tests;
 
 use proc_macro2::TokenStream;
 use quote::quote;

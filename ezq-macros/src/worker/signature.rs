@@ -31,6 +31,8 @@ pub enum Role {
     Arg,
 }
 
+// One per worker, briefly: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Shape {
     /// Takes its inboxes and outboxes and loops by itself; returns `()` or
     /// `Result<(), E>`. `ret` is the return type's span, for errors about it.

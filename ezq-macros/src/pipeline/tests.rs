@@ -1,0 +1,141 @@
+//! Expansion snapshots and error lists, straight from token streams: no
+//! compiler run needed.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{graph, parse};
+use crate::errors::Errors;
+
+/// The expansion, formatted as it would appear in `cargo expand`.
+fn expand(input: TokenStream) -> String {
+    let expansion = super::pipeline(input);
+    let file: syn::File =
+        syn::parse2(quote!(fn main() { let p = #expansion; })).expect("the expansion parses");
+    prettyplease::unparse(&file)
+}
+
+/// The semantic errors of a pipeline that parses.
+fn errors(input: TokenStream) -> Vec<String> {
+    let pipeline: parse::Pipeline = syn::parse2(input).expect("the input parses");
+    let mut errors = Errors::default();
+    graph::build(&pipeline, &mut errors);
+    errors.messages()
+}
+
+fn syntax_error(input: TokenStream) -> String {
+    match syn::parse2::<parse::Pipeline>(input) {
+        Ok(_) => panic!("the input should not parse"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn sum_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        in_q -> summer * ezq::num_cpus() -> out_q;
+    }));
+}
+
+#[test]
+fn collatz_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        read_q -> collatz * (ezq::num_cpus() - 1).max(1) -> write_q -> printer;
+    }));
+}
+
+#[test]
+fn fan_in_fan_out_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        () -> numbers(1000) -> raw[64];
+        raw -> split -> (small, large[unbounded]);
+        (small, large) -> merge * 2 -> merged;
+        extra -> stages::scale(2.5, "x") -> merged;
+    }));
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let messages = errors(quote! {
+        a -> w * 0 -> b;
+        (b, b) -> v -> c[2];
+        c -> w -> d;
+        d -> w -> c;
+        e[0] -> w -> f;
+    });
+    assert_eq!(
+        messages,
+        [
+            "worker `w` needs at least 1 replica: with 0, nothing would read its input",
+            "queue `b` is listed twice in this slot: each queue parameter of a worker needs a queue of its own",
+            "a queue's capacity must be at least 1: the END has to fit; use `[1]` for the tightest hand-off",
+            "pipeline has a cycle: `c -> w -> d -> w -> c`; END could never reach these queues, since each waits for the others to end",
+        ]
+    );
+}
+
+#[test]
+fn a_sink_cannot_be_bounded() {
+    assert_eq!(
+        errors(quote! { a -> w -> b[8]; }),
+        [
+            "queue `b` is a sink (no worker reads it), and sinks are unbounded so that the pipeline never waits for its caller; remove the capacity"
+        ]
+    );
+}
+
+#[test]
+fn a_self_loop_is_a_cycle() {
+    assert_eq!(
+        errors(quote! { (a, b) -> w -> b; }),
+        [
+            "pipeline has a cycle: `b -> w -> b`; END could never reach these queues, since each waits for the others to end"
+        ]
+    );
+}
+
+#[test]
+fn valid_graphs_have_no_errors() {
+    assert!(
+        errors(quote! {
+            a -> w -> b -> v * n.max(1) -> c;
+            b -> u -> d;
+            (c, d) -> join_them -> e;
+            () -> gen -> a;
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn syntax_errors_say_what_was_expected() {
+    assert_eq!(syntax_error(quote! { a w -> b; }), "expected `;` or `->`");
+    assert_eq!(
+        syntax_error(quote! { a -> w -> ; }),
+        "expected a queue: `name`, `(a, b)`, or `()` for none"
+    );
+    assert_eq!(
+        syntax_error(quote! { a -> ; }),
+        "expected a worker: the name of a `#[worker]` function"
+    );
+    assert_eq!(
+        syntax_error(quote! { a -> w * -> b; }),
+        "expected a replica count after `*`, such as `worker * 4`"
+    );
+    assert_eq!(
+        syntax_error(quote! { a; }),
+        "a chain needs a worker: `queue -> worker -> queue;`"
+    );
+    assert_eq!(
+        syntax_error(quote! { a[] -> w; }),
+        "expected a capacity: `queue[1024]` or `queue[unbounded]`"
+    );
+}
+
+#[test]
+fn an_empty_pipeline_is_an_error() {
+    assert_eq!(
+        errors(quote! {}),
+        ["empty pipeline: declare at least one chain, such as `in_q -> worker -> out_q;`"]
+    );
+}
