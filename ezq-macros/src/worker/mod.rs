@@ -38,7 +38,14 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
     match worker {
         Some(worker) if errors.is_empty() => {
             let companion = expand::companion(&worker);
-            quote! { #function #companion }
+            // A worker owns its inbox and outbox: dropping the outbox is how
+            // its queue learns that this producer is done. Taking them by
+            // value is the point, whatever clippy's pedantic group says.
+            quote! {
+                #[allow(clippy::needless_pass_by_value)]
+                #function
+                #companion
+            }
         }
         _ => {
             let errors = errors.to_compile_errors();
