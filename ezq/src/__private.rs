@@ -46,7 +46,11 @@ pub fn worker<W: WorkerFn>(
 
 /// The loop of a map worker: one call per message, the result sent on with
 /// the message's kind and order.
-pub fn map_messages<T, U>(inbox: Inbox<T>, outbox: Outbox<U>, mut f: impl FnMut(T) -> U) {
+pub fn map_messages<T, U: Send + 'static>(
+    inbox: Inbox<T>,
+    outbox: Outbox<U>,
+    mut f: impl FnMut(T) -> U,
+) {
     for msg in inbox {
         outbox.put_msg(msg.map(&mut f));
     }
@@ -54,7 +58,7 @@ pub fn map_messages<T, U>(inbox: Inbox<T>, outbox: Outbox<U>, mut f: impl FnMut(
 
 /// The loop of a map worker that returns `Result`: `Ok` values are sent on,
 /// the first `Err` ends the worker as a failure.
-pub fn try_map_messages<T, U, E: Display>(
+pub fn try_map_messages<T, U: Send + 'static, E: Display>(
     inbox: Inbox<T>,
     outbox: Outbox<U>,
     mut f: impl FnMut(T) -> Result<U, E>,

@@ -4,15 +4,16 @@
 use std::any::Any;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
-use std::ops::Deref;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::ports::{Inbox, Outbox, Sink, Source, SourceEnd};
+use crate::control::{self, Control, DEFAULT_WINDOW, Replica};
+use crate::pipeline::{Pipeline, QueueEnd, Running, SourceControl};
+use crate::ports::{Batcher, Inbox, Outbox, QueueShared, Sink, Source, SourceEnd};
 use crate::queue::Item;
-use crate::worker::{Error, WorkerResult, failure, spawn_thread};
+use crate::stats::ReplicaCounters;
+use crate::worker::{WorkerResult, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
 /// given: large enough that channel hand-offs stay cheap, small enough that
@@ -51,16 +52,26 @@ impl<T> fmt::Debug for QueueRef<T> {
     }
 }
 
-/// Both ends of one queue's channel, type-erased in the graph's table.
+/// Both ends of one queue's channel and what its ends share, type-erased
+/// in the graph's table.
 struct Channel<T> {
     tx: Sender<Item<T>>,
     rx: Receiver<Item<T>>,
+    shared: Arc<QueueShared<T>>,
+    /// Messages per block, for a batched queue.
+    block: Option<usize>,
+}
+
+impl<T: Send + 'static> Channel<T> {
+    fn batcher(&self) -> Option<Arc<Batcher<T>>> {
+        self.block.map(|block| Batcher::new(self.tx.clone(), block))
+    }
 }
 
 /// The graph's channels while it starts, indexed like its queues.
 pub struct Channels {
     channels: Vec<Box<dyn Any + Send>>,
-    sources: Vec<Option<(Box<dyn Any + Send + Sync>, Ender)>>,
+    sources: Vec<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Channels {
@@ -77,14 +88,15 @@ impl Channels {
     pub fn source<T: Send + 'static>(&self, queue: QueueRef<T>) -> Source<T> {
         let shared = self.sources[queue.index]
             .as_ref()
-            .and_then(|(s, _)| s.downcast_ref::<Arc<SourceEnd<T>>>())
+            .and_then(|s| s.downcast_ref::<Arc<SourceEnd<T>>>())
             .expect("a pipeline source is a queue that no worker produces");
         Source::new(Arc::clone(shared))
     }
 
     /// The handle's end of a sink queue (one that no worker consumes).
     pub fn sink<T: Send + 'static>(&self, queue: QueueRef<T>) -> Sink<T> {
-        Sink::new(self.channel(queue).rx.clone())
+        let channel = self.channel(queue);
+        Sink::new(channel.rx.clone(), Arc::clone(&channel.shared))
     }
 }
 
@@ -95,7 +107,7 @@ pub trait Inputs {
     /// The queues' indices in the graph.
     fn indices(&self) -> Vec<usize>;
     /// One replica's inboxes.
-    fn open(&self, channels: &Channels) -> Self::Open;
+    fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open;
 }
 
 /// Tuples of [`QueueRef`]s that a worker writes: they open into [`Outbox`]es.
@@ -105,7 +117,7 @@ pub trait Outputs {
     /// The queues' indices in the graph.
     fn indices(&self) -> Vec<usize>;
     /// One replica's outboxes.
-    fn open(&self, channels: &Channels) -> Self::Open;
+    fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open;
 }
 
 macro_rules! port_tuples {
@@ -117,9 +129,12 @@ macro_rules! port_tuples {
                 vec![$($v.index),*]
             }
             #[allow(unused_variables, clippy::unused_unit)]
-            fn open(&self, channels: &Channels) -> Self::Open {
+            fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open {
                 let ($($v,)*) = self;
-                ($(Inbox::new(channels.channel(*$v).rx.clone()),)*)
+                ($({
+                    let c = channels.channel(*$v);
+                    Inbox::new(c.rx.clone(), Arc::clone(&c.shared), Arc::clone(replica))
+                },)*)
             }
         }
         impl<$($t: Send + 'static),*> Outputs for ($(QueueRef<$t>,)*) {
@@ -129,9 +144,12 @@ macro_rules! port_tuples {
                 vec![$($v.index),*]
             }
             #[allow(unused_variables, clippy::unused_unit)]
-            fn open(&self, channels: &Channels) -> Self::Open {
+            fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open {
                 let ($($v,)*) = self;
-                ($(Outbox::new(channels.channel(*$v).tx.clone()),)*)
+                ($({
+                    let c = channels.channel(*$v);
+                    Outbox::new(c.tx.clone(), c.batcher(), Arc::clone(&c.shared), Arc::clone(replica))
+                },)*)
             }
         }
     )*};
@@ -149,17 +167,23 @@ port_tuples! {
     (A a, B b, C c, D d, E e, F f, G g, H h)
 }
 
-type MakeChannel = fn(Capacity, bool) -> Box<dyn Any + Send>;
-type MakeSource = fn(&(dyn Any + Send), usize) -> (Box<dyn Any + Send + Sync>, Ender);
-type Ender = Box<dyn Fn() + Send + Sync>;
+type MakeChannel = fn(Capacity, Option<usize>, bool) -> Box<dyn Any + Send>;
+type MakeSource = fn(
+    &(dyn Any + Send),
+    &Arc<Control>,
+    usize,
+) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
+type MakeEnd = fn(&(dyn Any + Send)) -> Arc<dyn QueueEnd>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
-type OpenReplica = Box<dyn Fn(&Channels) -> Body>;
+type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
 
 struct QueueNode {
     name: String,
     capacity: Capacity,
+    block: Option<usize>,
     make: MakeChannel,
     make_source: MakeSource,
+    make_end: MakeEnd,
 }
 
 struct WorkerNode {
@@ -170,28 +194,57 @@ struct WorkerNode {
     open: OpenReplica,
 }
 
-fn make_channel<T: Send + 'static>(capacity: Capacity, sink: bool) -> Box<dyn Any + Send> {
-    let (tx, rx) = match capacity {
-        Capacity::Default if sink => crossbeam_channel::unbounded(),
-        Capacity::Default => crossbeam_channel::bounded(DEFAULT_CAPACITY),
-        Capacity::Bounded(n) => crossbeam_channel::bounded(n.max(1)),
-        Capacity::Unbounded => crossbeam_channel::unbounded(),
+fn make_channel<T: Send + 'static>(
+    capacity: Capacity,
+    block: Option<usize>,
+    sink: bool,
+) -> Box<dyn Any + Send> {
+    let messages = match capacity {
+        Capacity::Default if sink => None,
+        Capacity::Default => Some(DEFAULT_CAPACITY),
+        Capacity::Bounded(n) => Some(n),
+        Capacity::Unbounded => None,
     };
-    Box::new(Channel::<T> { tx, rx })
+    // A batched queue holds blocks: its capacity in messages, in blocks.
+    let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
+    let (tx, rx) = match slots {
+        Some(n) => crossbeam_channel::bounded(n),
+        None => crossbeam_channel::unbounded(),
+    };
+    Box::new(Channel::<T> {
+        tx,
+        rx,
+        shared: QueueShared::new(),
+        block,
+    })
 }
 
-/// A source's shared state, both typed (for the handle) and as a closure
-/// that ends it (for the pipeline's shutdown).
+fn channel_of<T: 'static>(channel: &(dyn Any + Send)) -> &Channel<T> {
+    channel
+        .downcast_ref()
+        .expect("a queue's channel has the queue's type")
+}
+
+/// A source's shared state, both typed (for the handle) and as an object
+/// the pipeline ends and cancels.
 fn make_source<T: Send + 'static>(
     channel: &(dyn Any + Send),
+    control: &Arc<Control>,
     readers: usize,
-) -> (Box<dyn Any + Send + Sync>, Ender) {
-    let channel = channel
-        .downcast_ref::<Channel<T>>()
-        .expect("a queue's channel has the queue's type");
-    let shared = SourceEnd::new(channel.tx.clone(), readers);
-    let ender = Arc::clone(&shared);
-    (Box::new(shared), Box::new(move || ender.end()))
+) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>) {
+    let c = channel_of::<T>(channel);
+    let shared = SourceEnd::new(
+        c.tx.clone(),
+        c.batcher(),
+        Arc::clone(&c.shared),
+        Arc::clone(control),
+        readers,
+    );
+    (Arc::new(Arc::clone(&shared)), shared)
+}
+
+fn make_end<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn QueueEnd> {
+    channel_of::<T>(channel).shared.clone()
 }
 
 /// A worker graph under construction: queues, and workers wired to them.
@@ -219,10 +272,20 @@ fn make_source<T: Send + 'static>(
 /// assert_eq!(total, 90);
 /// p.join().unwrap();
 /// ```
-#[derive(Default)]
 pub struct Graph {
     queues: Vec<QueueNode>,
     workers: Vec<WorkerNode>,
+    window: u64,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Graph {
+            queues: Vec::new(),
+            workers: Vec::new(),
+            window: DEFAULT_WINDOW,
+        }
+    }
 }
 
 impl fmt::Debug for Graph {
@@ -244,11 +307,48 @@ impl Graph {
 
     /// Adds a queue with the given capacity.
     pub fn queue_with<T: Send + 'static>(&mut self, name: &str, capacity: Capacity) -> QueueRef<T> {
+        self.add_queue(name, capacity, None)
+    }
+
+    /// Adds a batched queue: its producers send messages `block` at a
+    /// time (a block is sent when full, when its producer waits for input,
+    /// and at the end), and its consumers still see them one by one.
+    /// Batching divides the cost of a channel hand-off by the block size;
+    /// the capacity still counts messages.
+    pub fn batched_queue<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        capacity: Capacity,
+        block: usize,
+    ) -> QueueRef<T> {
+        self.add_queue(name, capacity, Some(block.max(1)))
+    }
+
+    /// Sets the reorder window ([`DEFAULT_WINDOW`] unless set): while a
+    /// [`sortiter`](crate::sortiter) inside the pipeline waits for order
+    /// `k`, the pipeline's sources wait before putting a message of order
+    /// `k + window` or more. This bounds the reorder buffer, and with it
+    /// the memory, whatever the input length. If the buffer stops moving
+    /// for 50 ms (the orders have gaps it waits for), the sources stop
+    /// waiting for good, so a gap can slow a pipeline but never hang it.
+    pub fn window(&mut self, window: u64) -> &mut Self {
+        self.window = window.max(1);
+        self
+    }
+
+    fn add_queue<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        capacity: Capacity,
+        block: Option<usize>,
+    ) -> QueueRef<T> {
         self.queues.push(QueueNode {
             name: name.to_owned(),
             capacity,
+            block,
             make: make_channel::<T>,
             make_source: make_source::<T>,
+            make_end: make_end::<T>,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -285,12 +385,12 @@ impl Graph {
             replicas,
             inputs: ins,
             outputs: outs,
-            open: Box::new(move |channels| {
-                let (i, o, f) = (
-                    inputs.open(channels),
-                    outputs.open(channels),
-                    Arc::clone(&f),
+            open: Box::new(move |channels, replica| {
+                let (i, o) = (
+                    inputs.open(channels, replica),
+                    outputs.open(channels, replica),
                 );
+                let f = Arc::clone(&f);
                 Box::new(move || f(i, o).into_result())
             }),
         });
@@ -328,6 +428,7 @@ impl Graph {
     /// queue ends as soon as every one of its producers is done.
     pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
         let dot = self.dot();
+        let control = Control::new(self.window);
         let mut readers = vec![0; self.queues.len()];
         let mut produced = vec![false; self.queues.len()];
         for w in &self.workers {
@@ -339,112 +440,58 @@ impl Graph {
             }
         }
         let channels: Vec<_> = (self.queues.iter().zip(&readers))
-            .map(|(q, &n)| (q.make)(q.capacity, n == 0))
+            .map(|(q, &n)| (q.make)(q.capacity, q.block, n == 0))
             .collect();
+        let mut source_controls = Vec::new();
         let sources = (self.queues.iter().enumerate())
-            .map(|(i, q)| (!produced[i]).then(|| (q.make_source)(channels[i].as_ref(), readers[i])))
+            .map(|(i, q)| {
+                (!produced[i]).then(|| {
+                    let (typed, control_end) =
+                        (q.make_source)(channels[i].as_ref(), &control, readers[i]);
+                    source_controls.push(control_end);
+                    typed
+                })
+            })
+            .collect();
+        let queue_ends = (self.queues.iter().enumerate())
+            .map(|(i, q)| {
+                (
+                    q.name.clone(),
+                    readers[i] == 0,
+                    (q.make_end)(channels[i].as_ref()),
+                )
+            })
             .collect();
         let channels = Channels { channels, sources };
         let mut threads = Vec::new();
         for w in &self.workers {
             let name: Arc<str> = Arc::from(w.name.as_str());
             for replica in 0..w.replicas {
-                let body = (w.open)(&channels);
-                let handle = spawn_thread(format!("{name}#{replica}"), body);
-                threads.push(Running {
-                    name: Arc::clone(&name),
-                    replica,
-                    handle,
+                let counters = Arc::new(ReplicaCounters::new(Arc::clone(&name), replica));
+                let ctx = Arc::new(Replica {
+                    control: Arc::clone(&control),
+                    counters: Arc::clone(&counters),
                 });
+                let body = (w.open)(&channels, &ctx);
+                let thread_control = Arc::clone(&control);
+                let finished = Arc::clone(&counters);
+                let handle = spawn_thread(format!("{name}#{replica}"), move || {
+                    let _finished = Finished(finished);
+                    control::enter(thread_control, body)
+                });
+                threads.push(Running { counters, handle });
             }
         }
         let queues = handle(&channels);
-        let enders = (channels.sources.into_iter().flatten())
-            .map(|(_, ender)| ender)
-            .collect();
-        Pipeline {
-            queues,
-            threads,
-            enders,
-            dot,
-        }
+        Pipeline::new(queues, threads, source_controls, queue_ends, control, dot)
     }
 }
 
-struct Running {
-    name: Arc<str>,
-    replica: usize,
-    handle: JoinHandle<Result<(), String>>,
-}
+/// Records when a worker replica ends, however it ends.
+struct Finished(Arc<ReplicaCounters>);
 
-/// A running worker graph, returned by [`Graph::start`] and by `pipeline!`.
-///
-/// It derefs to its queues, so `p.in_q.put(x)` reaches the source `in_q`
-/// and `p.out_q.iter()` the sink `out_q`.
-///
-/// [`join`](Pipeline::join) ends every source, waits for every worker and
-/// reports every failure. Dropping the pipeline does the same and then, if
-/// a worker failed, panics with the failures, as `std::thread::scope` does
-/// (unless the dropping thread is already panicking).
-#[must_use = "dropping a Pipeline ends its sources and waits for its workers"]
-pub struct Pipeline<Q> {
-    queues: Q,
-    threads: Vec<Running>,
-    enders: Vec<Ender>,
-    dot: String,
-}
-
-impl<Q> Deref for Pipeline<Q> {
-    type Target = Q;
-
-    fn deref(&self) -> &Q {
-        &self.queues
-    }
-}
-
-impl<Q> fmt::Debug for Pipeline<Q> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("workers", &self.threads.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<Q> Pipeline<Q> {
-    /// Ends every source, waits for every worker, and returns every failure
-    /// (worker, replica, panic message or error).
-    pub fn join(mut self) -> Result<(), Error> {
-        self.finish()
-    }
-
-    /// Graphviz DOT text of the pipeline's graph.
-    pub fn dot(&self) -> &str {
-        &self.dot
-    }
-
-    /// Whether every worker has finished.
-    pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|t| t.handle.is_finished())
-    }
-
-    fn finish(&mut self) -> Result<(), Error> {
-        for end in self.enders.drain(..) {
-            end();
-        }
-        let failures = (self.threads.drain(..))
-            .filter_map(|t| failure(&t.name, Some(t.replica), &t.handle.join()))
-            .collect();
-        Error::check(failures)
-    }
-}
-
-impl<Q> Drop for Pipeline<Q> {
+impl Drop for Finished {
     fn drop(&mut self) {
-        let result = self.finish();
-        if let Err(error) = result {
-            if !thread::panicking() {
-                panic!("{error}");
-            }
-        }
+        self.0.finish();
     }
 }

@@ -94,24 +94,30 @@
 
 extern crate self as ezq;
 
+mod control;
 mod graph;
 mod map;
 mod msg;
+mod pipeline;
 mod ports;
 mod queue;
 mod sort;
+mod stats;
 mod worker;
 
 #[doc(hidden)]
 pub mod __private;
 
+pub use control::{DEFAULT_WINDOW, Replica, is_cancelled};
 pub use ezq_macros::{pipeline, worker};
-pub use graph::{Capacity, Channels, DEFAULT_CAPACITY, Graph, Inputs, Outputs, Pipeline, QueueRef};
+pub use graph::{Capacity, Channels, DEFAULT_CAPACITY, Graph, Inputs, Outputs, QueueRef};
 pub use map::{Map, map, map_with_window};
 pub use msg::{Kind, Msg};
+pub use pipeline::{Pipeline, TimedOut};
 pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, SinkIter, Source};
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
 pub use sort::{SortIter, sortiter, sortiter_from};
+pub use stats::{QueueStats, Stats, WorkerStats};
 pub use worker::{
     Cause, Error, Failure, Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named,
 };

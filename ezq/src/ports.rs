@@ -1,22 +1,149 @@
 //! The ends of a pipeline's queues: a worker reads an [`Inbox`] and writes an
 //! [`Outbox`]; the pipeline handle feeds each [`Source`] and reads each [`Sink`].
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError};
 
 use crate::Msg;
+use crate::control::{self, Control, Flush, Replica};
 use crate::queue::Item;
+use crate::stats::{LocalCount, QueueCounters};
 use crate::worker::stop_worker;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves a valid Vec behind.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What every end of one pipeline queue shares.
+pub(crate) struct QueueShared<T> {
+    pub(crate) counters: QueueCounters,
+    /// Messages a reader took in a block but did not get to: they wait
+    /// here for the queue's other readers.
+    stash: Mutex<Vec<Msg<T>>>,
+    has_stash: AtomicBool,
+}
+
+impl<T> QueueShared<T> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(QueueShared {
+            counters: QueueCounters::default(),
+            stash: Mutex::new(Vec::new()),
+            has_stash: AtomicBool::new(false),
+        })
+    }
+
+    fn stash(&self, rest: impl Iterator<Item = Msg<T>>) {
+        let mut stash = lock(&self.stash);
+        stash.extend(rest);
+        // Taken from the end: reversed, they come out in their own order.
+        stash.reverse();
+        self.has_stash.store(!stash.is_empty(), Ordering::Release);
+    }
+
+    #[inline]
+    fn unstash(&self) -> Option<Msg<T>> {
+        if !self.has_stash.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut stash = lock(&self.stash);
+        let msg = stash.pop();
+        self.has_stash.store(!stash.is_empty(), Ordering::Release);
+        msg
+    }
+}
+
+/// The messages a producer has put into a batched queue but not sent yet.
+pub(crate) struct Batcher<T> {
+    tx: Sender<Item<T>>,
+    block: usize,
+    unsent: Mutex<Vec<Msg<T>>>,
+    /// The thread that last put here (see [`control::thread_number`]),
+    /// which flushes this batch before it waits.
+    owner: AtomicU64,
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    pub(crate) fn new(tx: Sender<Item<T>>, block: usize) -> Arc<Self> {
+        Arc::new(Batcher {
+            tx,
+            block: block.max(1),
+            unsent: Mutex::new(Vec::new()),
+            owner: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds a message; returns a full block to send, if this filled one.
+    fn push(self: &Arc<Self>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
+        let me = control::thread_number();
+        if self.owner.load(Ordering::Relaxed) != me {
+            self.owner.store(me, Ordering::Relaxed);
+            let weak = Arc::downgrade(self);
+            control::remember_unsent(weak);
+        }
+        let mut unsent = lock(&self.unsent);
+        if unsent.capacity() == 0 {
+            unsent.reserve_exact(self.block);
+        }
+        unsent.push(msg);
+        (unsent.len() >= self.block)
+            .then(|| std::mem::replace(&mut *unsent, Vec::with_capacity(self.block)))
+    }
+}
+
+impl<T> Batcher<T> {
+    fn take(&self) -> Vec<Msg<T>> {
+        std::mem::take(&mut *lock(&self.unsent))
+    }
+}
+
+impl<T: Send + 'static> Flush for Batcher<T> {
+    fn flush(&self) {
+        let block = self.take();
+        if !block.is_empty() {
+            // Readers gone: the messages are dropped, and counted so.
+            let _ = self.tx.send(Item::Batch(Box::new(block)));
+        }
+    }
+}
+
+/// Sends `item`, timing the wait if the queue is full. `Err` if every
+/// reader is gone.
+fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, ctx: Option<&Replica>) -> Result<(), Item<T>> {
+    match tx.try_send(item) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(item)) => Err(item),
+        Err(TrySendError::Full(item)) => {
+            let start = Instant::now();
+            let sent = tx.send(item).map_err(|e| e.into_inner());
+            if let Some(ctx) = ctx {
+                ctx.counters.add_wait(start.elapsed());
+            }
+            sent
+        }
+    }
+}
+
+/// The first message of an item that failed to send, to hand back.
+fn first_msg<T>(item: Item<T>) -> Option<Msg<T>> {
+    match item {
+        Item::Msg(msg) => Some(msg),
+        Item::Batch(block) => block.into_iter().last(),
+        Item::End => None,
+    }
+}
 
 /// The reading end of a queue, as a worker sees it: an iterator over the
 /// messages that ends at the queue's END.
 ///
 /// END comes by itself: a queue ends when every producer of it is done, so
-/// `for msg in inbox { ... }` is the whole loop of a worker.
+/// `for msg in inbox { ... }` is the whole loop of a worker. It also ends
+/// when the pipeline is [cancelled](crate::Pipeline::cancel).
 ///
 /// # Reading several inboxes
 /// Reading one inbox to its end and then the next can deadlock: while the
@@ -24,9 +151,19 @@ use crate::worker::stop_worker;
 /// and wait too, and if that producer also feeds the first queue, nothing
 /// moves. Read several inboxes as their messages come with
 /// [`Inbox::merge`].
+///
+/// # Batched queues
+/// From a batched queue, an inbox takes a block of messages at a time and
+/// yields them one by one. If it is dropped before yielding them all (a
+/// `break` out of the loop), the rest goes back to the queue for its other
+/// readers.
 pub struct Inbox<T> {
     rx: Receiver<Item<T>>,
+    block: std::vec::IntoIter<Msg<T>>,
     done: bool,
+    queue: Arc<QueueShared<T>>,
+    ctx: Arc<Replica>,
+    taken: LocalCount,
 }
 
 impl<T> fmt::Debug for Inbox<T> {
@@ -59,39 +196,117 @@ impl fmt::Display for RecvTimeout {
 impl std::error::Error for RecvTimeout {}
 
 impl<T> Inbox<T> {
-    pub(crate) fn new(rx: Receiver<Item<T>>) -> Self {
-        Inbox { rx, done: false }
+    pub(crate) fn new(
+        rx: Receiver<Item<T>>,
+        queue: Arc<QueueShared<T>>,
+        ctx: Arc<Replica>,
+    ) -> Self {
+        Inbox {
+            rx,
+            block: Vec::new().into_iter(),
+            done: false,
+            queue,
+            ctx,
+            taken: LocalCount::default(),
+        }
     }
 
     /// The next message, waiting for one; `None` once the queue has ended.
     pub fn recv(&mut self) -> Option<Msg<T>> {
-        if self.done {
-            return None;
+        loop {
+            if let Some(msg) = self.buffered() {
+                return Some(msg);
+            }
+            if self.done {
+                return None;
+            }
+            let item = match self.rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => {
+                    control::flush_unsent();
+                    let start = Instant::now();
+                    let item = self.rx.recv().ok();
+                    self.ctx.counters.add_wait(start.elapsed());
+                    item
+                }
+            };
+            if let Some(msg) = self.accept(item) {
+                return Some(msg);
+            }
         }
-        let item = self.rx.recv().ok();
-        self.accept(item)
     }
 
     /// The next message, waiting at most `timeout` for one.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Msg<T>, RecvTimeout> {
-        if self.done {
-            return Err(RecvTimeout::Ended);
-        }
-        match self.rx.recv_timeout(timeout) {
-            Err(RecvTimeoutError::Timeout) => Err(RecvTimeout::Timeout),
-            Err(RecvTimeoutError::Disconnected) => self.accept(None).ok_or(RecvTimeout::Ended),
-            Ok(item) => self.accept(Some(item)).ok_or(RecvTimeout::Ended),
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(msg) = self.buffered() {
+                return Ok(msg);
+            }
+            if self.done {
+                return Err(RecvTimeout::Ended);
+            }
+            control::flush_unsent();
+            let item = match self.rx.recv_deadline(deadline) {
+                Ok(item) => Some(item),
+                Err(RecvTimeoutError::Timeout) => return Err(RecvTimeout::Timeout),
+                Err(RecvTimeoutError::Disconnected) => None,
+            };
+            if let Some(msg) = self.accept(item) {
+                return Ok(msg);
+            }
         }
     }
 
+    /// A message already taken from the channel, if any; `None` also when
+    /// the pipeline was cancelled (which ends the inbox).
+    #[inline]
+    fn buffered(&mut self) -> Option<Msg<T>> {
+        let msg = match self.block.next() {
+            Some(msg) => msg,
+            None => {
+                if self.ctx.control.is_cancelled() {
+                    self.done = true;
+                    return None;
+                }
+                // Even after the END: what other readers put back.
+                self.queue.unstash()?
+            }
+        };
+        self.count();
+        Some(msg)
+    }
+
+    /// Takes in what the channel gave; `Some` if it yields a message now.
     fn accept(&mut self, item: Option<Item<T>>) -> Option<Msg<T>> {
         match item {
-            Some(Item::Msg(msg)) => Some(msg),
+            Some(Item::Msg(msg)) => {
+                self.count();
+                Some(msg)
+            }
+            Some(Item::Batch(block)) => {
+                self.block = block.into_iter();
+                self.buffered()
+            }
             Some(Item::End) | None => {
                 self.done = true;
-                None
+                self.buffered()
             }
         }
+    }
+
+    #[inline]
+    fn count(&mut self) {
+        if self.taken.bump() {
+            self.flush_count();
+        }
+    }
+
+    fn flush_count(&mut self) {
+        let n = self.taken.take();
+        self.ctx.counters.processed.fetch_add(n, Ordering::Relaxed);
+        self.queue.counters.taken.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Reads this inbox and `other` together, each message as it comes,
@@ -128,6 +343,16 @@ impl<T> Inbox<T> {
     }
 }
 
+impl<T> Drop for Inbox<T> {
+    fn drop(&mut self) {
+        let rest = std::mem::take(&mut self.block);
+        if rest.len() > 0 {
+            self.queue.stash(rest);
+        }
+        self.flush_count();
+    }
+}
+
 impl<T> Iterator for Inbox<T> {
     type Item = Msg<T>;
 
@@ -157,12 +382,19 @@ impl<T, U> Iterator for Merge<T, U> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(msg) = self.left.buffered() {
+                return Some(Either::Left(msg));
+            }
+            if let Some(msg) = self.right.buffered() {
+                return Some(Either::Right(msg));
+            }
             match (self.left.done, self.right.done) {
                 (true, true) => return None,
                 (false, true) => return self.left.recv().map(Either::Left),
                 (true, false) => return self.right.recv().map(Either::Right),
                 (false, false) => {}
             }
+            control::flush_unsent();
             let mut select = Select::new();
             let left = select.recv(&self.left.rx);
             select.recv(&self.right.rx);
@@ -182,32 +414,6 @@ impl<T, U> Iterator for Merge<T, U> {
     }
 }
 
-/// The writing end of a queue, as a worker sees it.
-///
-/// When every reader of the queue is gone (they returned, or failed), a
-/// `put` stops the worker: it unwinds quietly, ends its own outputs, and is
-/// not reported as a failure, since the failure that matters is the one
-/// that took the readers away.
-pub struct Outbox<T> {
-    tx: Sender<Item<T>>,
-}
-
-impl<T> Clone for Outbox<T> {
-    fn clone(&self) -> Self {
-        Outbox {
-            tx: self.tx.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Outbox<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbox")
-            .field("len", &self.tx.len())
-            .finish()
-    }
-}
-
 /// The error of [`Outbox::try_put`] and [`Source::try_put`]: every reader of
 /// the queue is gone. Carries the message back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,9 +427,59 @@ impl<T> fmt::Display for Disconnected<T> {
 
 impl<T: fmt::Debug> std::error::Error for Disconnected<T> {}
 
-impl<T> Outbox<T> {
-    pub(crate) fn new(tx: Sender<Item<T>>) -> Self {
-        Outbox { tx }
+/// The writing end of a queue, as a worker sees it.
+///
+/// When every reader of the queue is gone (they returned, or failed), or
+/// the pipeline was cancelled, a `put` stops the worker: it unwinds
+/// quietly, ends its own outputs, and is not reported as a failure, since
+/// the failure that matters is the one that took the readers away.
+///
+/// Into a batched queue, `put` collects messages and sends them a block at
+/// a time: when the block is full, when the worker waits for input, and
+/// when the outbox is dropped (the worker returns), so no message waits
+/// while its worker does.
+pub struct Outbox<T> {
+    tx: Sender<Item<T>>,
+    batch: Option<Arc<Batcher<T>>>,
+    queue: Arc<QueueShared<T>>,
+    ctx: Arc<Replica>,
+    put: Cell<u64>,
+}
+
+impl<T: Send + 'static> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox {
+            tx: self.tx.clone(),
+            batch: self.batch.clone(),
+            queue: Arc::clone(&self.queue),
+            ctx: Arc::clone(&self.ctx),
+            put: Cell::new(0),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Outbox<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.tx.len())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Outbox<T> {
+    pub(crate) fn new(
+        tx: Sender<Item<T>>,
+        batch: Option<Arc<Batcher<T>>>,
+        queue: Arc<QueueShared<T>>,
+        ctx: Arc<Replica>,
+    ) -> Self {
+        Outbox {
+            tx,
+            batch,
+            queue,
+            ctx,
+            put: Cell::new(0),
+        }
     }
 
     /// Sends data (or a message) downstream, waiting while the queue is full.
@@ -239,40 +495,153 @@ impl<T> Outbox<T> {
     }
 
     /// Like [`put`](Outbox::put), but returns the message if every reader
-    /// is gone instead of stopping the worker.
+    /// is gone (or the pipeline was cancelled) instead of stopping the worker.
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
-        self.tx
-            .send(Item::Msg(msg.into()))
-            .map_err(|e| match e.into_inner() {
-                Item::Msg(msg) => Disconnected(msg),
-                Item::End => unreachable!("an outbox never sends END"),
-            })
+        let msg = msg.into();
+        if self.ctx.control.is_cancelled() {
+            return Err(Disconnected(msg));
+        }
+        self.count();
+        let item = match &self.batch {
+            None => Item::Msg(msg),
+            Some(batch) => match batch.push(msg) {
+                None => return Ok(()),
+                Some(block) => Item::Batch(Box::new(block)),
+            },
+        };
+        send(&self.tx, item, Some(&self.ctx))
+            .map_err(|item| Disconnected(first_msg(item).expect("an outbox sends messages")))
+    }
+
+    #[inline]
+    fn count(&self) {
+        let n = self.put.get() + 1;
+        if n >= 256 {
+            self.flush_count(n);
+        } else {
+            self.put.set(n);
+        }
+    }
+
+    fn flush_count(&self, n: u64) {
+        self.put.set(0);
+        let counters = &self.queue.counters;
+        counters.put.fetch_add(n, Ordering::Relaxed);
+        let waiting = self.tx.len() * self.batch.as_ref().map_or(1, |b| b.block);
+        counters.high_water.fetch_max(waiting, Ordering::Relaxed);
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        if let Some(batch) = &self.batch {
+            let block = batch.take();
+            if !block.is_empty() {
+                let _ = self.tx.send(Item::Batch(Box::new(block)));
+            }
+        }
+        self.queue
+            .counters
+            .put
+            .fetch_add(self.put.get(), Ordering::Relaxed);
     }
 }
 
 /// What a pipeline shares between a source handle and its own shutdown.
 pub(crate) struct SourceEnd<T> {
     tx: Sender<Item<T>>,
+    batch: Option<Arc<Batcher<T>>>,
+    queue: Arc<QueueShared<T>>,
+    control: Arc<Control>,
     ended: AtomicBool,
     /// One END per consumer replica: each stops at its first.
     readers: usize,
+    ends_sent: AtomicUsize,
+    /// Orders below this fit in the reorder window without a look at it.
+    window_ok_below: AtomicU64,
 }
 
-impl<T> SourceEnd<T> {
-    pub(crate) fn new(tx: Sender<Item<T>>, readers: usize) -> Arc<Self> {
+impl<T: Send + 'static> SourceEnd<T> {
+    pub(crate) fn new(
+        tx: Sender<Item<T>>,
+        batch: Option<Arc<Batcher<T>>>,
+        queue: Arc<QueueShared<T>>,
+        control: Arc<Control>,
+        readers: usize,
+    ) -> Arc<Self> {
         Arc::new(SourceEnd {
             tx,
+            batch,
+            queue,
+            control,
             ended: AtomicBool::new(false),
             readers,
+            ends_sent: AtomicUsize::new(0),
+            window_ok_below: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn end(&self) {
+        self.end_by(None);
+    }
+
+    /// Ends the source, waiting for room in the queue until `deadline`
+    /// (forever if `None`); false if not every END fit by then.
+    pub(crate) fn end_by(&self, deadline: Option<Instant>) -> bool {
         if !self.ended.swap(true, Ordering::AcqRel) {
-            for _ in 0..self.readers {
-                if self.tx.send(Item::End).is_err() {
-                    break;
+            self.flush();
+        }
+        while self.ends_sent.load(Ordering::Acquire) < self.readers {
+            let sent = match deadline {
+                None => self.tx.send(Item::End).map_err(|_| false),
+                Some(deadline) => self
+                    .tx
+                    .send_deadline(Item::End, deadline)
+                    .map_err(|e| e.is_disconnected()),
+            };
+            match sent {
+                Ok(()) => {
+                    self.ends_sent.fetch_add(1, Ordering::AcqRel);
                 }
+                // Every reader is gone: nobody needs an END.
+                Err(true) | Err(false) if deadline.is_none() => return true,
+                Err(true) => return true,
+                Err(false) => return false,
+            }
+        }
+        true
+    }
+
+    /// Wakes readers waiting on an empty queue after a cancel, without
+    /// ever waiting itself.
+    pub(crate) fn nudge(&self) {
+        for _ in 0..self.readers {
+            if self.tx.try_send(Item::End).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(batch) = &self.batch {
+            batch.flush();
+        }
+    }
+
+    /// Waits while `order` is too far ahead of the pipeline's reorder buffer.
+    #[inline]
+    fn wait_for_window(&self, order: u64) {
+        if order < self.window_ok_below.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.control.window_limit() {
+            // No reorder buffer (yet).
+            None => {}
+            Some(limit) if order < limit => self.window_ok_below.store(limit, Ordering::Relaxed),
+            Some(_) => {
+                // The workers must see what is buffered here to move the window.
+                self.flush();
+                self.control.wait_for_window(order);
             }
         }
     }
@@ -283,6 +652,10 @@ impl<T> SourceEnd<T> {
 ///
 /// [`end`](Source::end) ends it for every worker reading it; the pipeline's
 /// `join` (and its drop) end every source that is still open.
+///
+/// Into a batched queue, messages are sent a block at a time: when the
+/// block is full, when the thread that put them reads a [`Sink`] or waits
+/// for an inbox, at [`flush`](Source::flush) and at the end.
 pub struct Source<T> {
     shared: Arc<SourceEnd<T>>,
 }
@@ -291,19 +664,21 @@ impl<T> fmt::Debug for Source<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Source")
             .field("len", &self.shared.tx.len())
-            .field("ended", &self.is_ended())
+            .field("ended", &self.shared.ended.load(Ordering::Relaxed))
             .finish()
     }
 }
 
-impl<T> Source<T> {
+impl<T: Send + 'static> Source<T> {
     pub(crate) fn new(shared: Arc<SourceEnd<T>>) -> Self {
         Source { shared }
     }
 
     /// Sends data (or a message) into the pipeline, waiting while the queue
-    /// is full. If every worker reading it has failed, the message is
-    /// dropped: the pipeline's `join` reports the failure.
+    /// is full, or while the message's order is too far ahead of a reorder
+    /// buffer in the pipeline (see [`Graph::window`](crate::Graph::window)).
+    /// If every worker reading it has failed, or the pipeline was
+    /// cancelled, the message is dropped (and counted): `join` reports why.
     ///
     /// # Panics
     /// If the source was ended.
@@ -321,15 +696,31 @@ impl<T> Source<T> {
     }
 
     /// Like [`put`](Source::put), but returns the message if every worker
-    /// reading the queue is gone.
+    /// reading the queue is gone (or the pipeline was cancelled).
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
-        self.shared
-            .tx
-            .send(Item::Msg(msg.into()))
-            .map_err(|e| match e.into_inner() {
-                Item::Msg(msg) => Disconnected(msg),
-                Item::End => unreachable!("put sends no END"),
-            })
+        let shared = &self.shared;
+        let msg = msg.into();
+        // Counted even if it is not delivered: it is then a dropped message.
+        shared.queue.counters.put.fetch_add(1, Ordering::Relaxed);
+        if shared.control.is_cancelled() {
+            return Err(Disconnected(msg));
+        }
+        shared.wait_for_window(msg.order);
+        let item = match &shared.batch {
+            None => Item::Msg(msg),
+            Some(batch) => match batch.push(msg) {
+                None => return Ok(()),
+                Some(block) => Item::Batch(Box::new(block)),
+            },
+        };
+        send(&shared.tx, item, None)
+            .map_err(|item| Disconnected(first_msg(item).expect("a source sends messages")))
+    }
+
+    /// Sends the messages put into a batched source that wait for their
+    /// block to fill.
+    pub fn flush(&self) {
+        self.shared.flush();
     }
 
     /// Ends the queue: the workers reading it stop after the messages sent
@@ -352,6 +743,8 @@ impl<T> Source<T> {
 /// pipeline never waits for its caller to read them.
 pub struct Sink<T> {
     rx: Receiver<Item<T>>,
+    block: Mutex<std::vec::IntoIter<Msg<T>>>,
+    queue: Arc<QueueShared<T>>,
 }
 
 impl<T> fmt::Debug for Sink<T> {
@@ -361,24 +754,52 @@ impl<T> fmt::Debug for Sink<T> {
 }
 
 impl<T> Sink<T> {
-    pub(crate) fn new(rx: Receiver<Item<T>>) -> Self {
-        Sink { rx }
+    pub(crate) fn new(rx: Receiver<Item<T>>, queue: Arc<QueueShared<T>>) -> Self {
+        Sink {
+            rx,
+            block: Mutex::new(Vec::new().into_iter()),
+            queue,
+        }
     }
 
     /// The next message, waiting for one; `None` once every producer of the
     /// queue has finished and the queue is empty.
     pub fn recv(&self) -> Option<Msg<T>> {
-        match self.rx.recv() {
-            Ok(Item::Msg(msg)) => Some(msg),
-            Ok(Item::End) | Err(_) => None,
-        }
+        self.next_msg(|rx| match rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                // This thread may hold batched source messages that the
+                // pipeline needs in order to produce what it waits for.
+                control::flush_unsent();
+                rx.recv().ok()
+            }
+        })
     }
 
     /// The next message if one is waiting, without waiting.
     pub fn try_recv(&self) -> Option<Msg<T>> {
-        match self.rx.try_recv() {
-            Ok(Item::Msg(msg)) => Some(msg),
-            _ => None,
+        self.next_msg(|rx| rx.try_recv().ok())
+    }
+
+    fn next_msg(
+        &self,
+        mut take: impl FnMut(&Receiver<Item<T>>) -> Option<Item<T>>,
+    ) -> Option<Msg<T>> {
+        let mut block = lock(&self.block);
+        loop {
+            if let Some(msg) = block.next() {
+                self.queue.counters.taken.fetch_add(1, Ordering::Relaxed);
+                return Some(msg);
+            }
+            match take(&self.rx)? {
+                Item::Msg(msg) => {
+                    self.queue.counters.taken.fetch_add(1, Ordering::Relaxed);
+                    return Some(msg);
+                }
+                Item::Batch(b) => *block = b.into_iter(),
+                Item::End => return None,
+            }
         }
     }
 
@@ -387,14 +808,15 @@ impl<T> Sink<T> {
         SinkIter { sink: self }
     }
 
-    /// Number of messages waiting to be read.
+    /// Number of messages waiting to be read (a block of a batched queue
+    /// counts as one until it is read).
     pub fn len(&self) -> usize {
-        self.rx.len()
+        self.rx.len() + lock(&self.block).len()
     }
 
     /// Whether no message is waiting.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.len() == 0
     }
 }
 

@@ -15,6 +15,11 @@ use crate::Msg;
 pub(crate) enum Item<T> {
     Msg(Msg<T>),
     End,
+    /// Several messages at once, on a batched pipeline queue. Boxed, so
+    /// that the item stays as small as a message: a bare `Vec` would grow
+    /// every item, batched or not, by a word.
+    #[allow(clippy::box_collection)]
+    Batch(Box<Vec<Msg<T>>>),
 }
 
 /// A multi-producer, multi-consumer queue of [`Msg<T>`]; clones share one queue.
@@ -211,6 +216,7 @@ impl<T> Iterator for Iter<'_, T> {
         let item = self.queue.rx.recv().ok()?;
         match item {
             Item::Msg(msg) => Some(msg),
+            Item::Batch(_) => unreachable!("a hand-made queue carries no blocks"),
             Item::End => {
                 self.done = true;
                 // Put the END back for the other consumers: one END ends
@@ -283,6 +289,12 @@ pub fn iter_q<T>(q: &Queue<T>) -> Iter<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_item_is_no_larger_than_its_message() {
+        assert_eq!(std::mem::size_of::<Item<u64>>(), std::mem::size_of::<Msg<u64>>());
+        assert_eq!(std::mem::size_of::<Item<(u64, u64)>>(), std::mem::size_of::<Msg<(u64, u64)>>());
+    }
 
     #[test]
     fn end_is_sticky_and_idempotent() {

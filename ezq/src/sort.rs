@@ -4,6 +4,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use crate::Msg;
+use crate::control;
 
 /// Yields messages by `order`, starting at 0 (Python ezq's `sortiter`).
 ///
@@ -12,6 +13,10 @@ use crate::Msg;
 /// for k waiting). When the input ends, whatever still waits (after a gap,
 /// a duplicate order, an order below the run) comes out in ascending order:
 /// no message is ever lost. Equal orders keep their arrival order.
+///
+/// Inside a pipeline worker, it also bounds its own buffer: the pipeline's
+/// sources wait before running more than a window of orders ahead of the
+/// order it waits for (see [`Graph::window`](crate::Graph::window)).
 ///
 /// ```
 /// use ezq::Msg;
@@ -40,6 +45,8 @@ pub fn sortiter_from<T, I>(messages: I, start: u64) -> SortIter<I::IntoIter, T>
 where
     I: IntoIterator<Item = Msg<T>>,
 {
+    // Inside a pipeline, its sources now wait for this buffer.
+    control::publish_low(start);
     SortIter {
         input: Some(messages.into_iter()),
         next: start,
@@ -69,6 +76,16 @@ impl<I, T> SortIter<I, T> {
         self.ahead.len() + self.behind.len()
     }
 
+    /// Moves on to the next order. Inside a pipeline, tells its sources
+    /// every so often, so that they stay within the reorder window.
+    #[inline]
+    fn advance(&mut self) {
+        self.next = self.next.wrapping_add(1);
+        if self.next % 256 == 0 {
+            control::publish_low(self.next);
+        }
+    }
+
     /// Pops the heap's top if it is the next order, moving passed orders
     /// aside on the way.
     fn pop_ready(&mut self) -> Option<Msg<T>> {
@@ -77,7 +94,7 @@ impl<I, T> SortIter<I, T> {
                 Ordering::Greater => return None,
                 Ordering::Equal => {
                     let Reverse(parked) = self.ahead.pop()?;
-                    self.next = self.next.wrapping_add(1);
+                    self.advance();
                     return Some(parked.msg);
                 }
                 Ordering::Less => {
@@ -112,10 +129,12 @@ impl<I: Iterator<Item = Msg<T>>, T> Iterator for SortIter<I, T> {
         while let Some(input) = &mut self.input {
             let Some(msg) = input.next() else {
                 self.input = None;
+                // Nothing more will come: no source needs to wait for us.
+                control::publish_low(u64::MAX);
                 break;
             };
             if msg.order == self.next {
-                self.next = self.next.wrapping_add(1);
+                self.advance();
                 return Some(msg);
             }
             let parked = Parked {

@@ -85,6 +85,8 @@ impl fmt::Display for Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     failures: Vec<Failure>,
+    cancelled: bool,
+    dropped: u64,
 }
 
 impl Error {
@@ -93,18 +95,54 @@ impl Error {
         &self.failures
     }
 
+    /// Whether the pipeline was [cancelled](crate::Pipeline::cancel).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// How many messages were put into a pipeline's queues (sinks aside)
+    /// and never taken: lost with the workers that failed or were
+    /// cancelled. Always 0 for workers started by hand.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Gathers failures into an error; `Ok` if there were none.
     pub(crate) fn check(failures: Vec<Failure>) -> Result<(), Error> {
-        if failures.is_empty() {
+        Error::pipeline(failures, false, 0)
+    }
+
+    /// A pipeline's outcome: `Ok` if nothing failed and it was not cancelled.
+    pub(crate) fn pipeline(
+        failures: Vec<Failure>,
+        cancelled: bool,
+        dropped: u64,
+    ) -> Result<(), Error> {
+        if failures.is_empty() && !cancelled {
             Ok(())
         } else {
-            Err(Error { failures })
+            Err(Error {
+                failures,
+                cancelled,
+                dropped,
+            })
         }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cancelled {
+            write!(
+                f,
+                "the pipeline was cancelled; {} messages were dropped",
+                self.dropped
+            )?;
+            if self.failures.is_empty() {
+                return Ok(());
+            }
+            f.write_str("\n")?;
+        }
         match self.failures.as_slice() {
             [one] => write!(f, "{one}"),
             many => {

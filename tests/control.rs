@@ -1,0 +1,269 @@
+//! Controlling a running pipeline: cancel, timeouts, statistics, and the
+//! reorder window that bounds `sortiter`'s buffer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ezq::{Graph, Inbox, Msg, Outbox, RecvTimeout, pipeline, worker};
+
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(value) => value,
+        Err(_) => match handle.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => panic!("did not finish within {secs} s: a hang"),
+        },
+    }
+}
+
+#[worker]
+fn forever(out: Outbox<u64>) {
+    let mut i = 0;
+    while !ezq::is_cancelled() {
+        out.put(i);
+        i += 1;
+    }
+}
+
+#[worker]
+fn stalled(inbox: Inbox<u64>) {
+    // Reads nothing until the pipeline is cancelled: its producer fills
+    // the queue and waits.
+    while !ezq::is_cancelled() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    drop(inbox);
+}
+
+#[test]
+fn cancel_releases_blocked_producers_and_counts_what_was_dropped() {
+    let err = within(10, || {
+        let p = pipeline! {
+            () -> forever -> numbers[16] -> stalled;
+            feed[4] -> stalled;
+        };
+        for i in 0..4 {
+            p.feed.put(i);
+        }
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        p.cancel();
+        // Puts after a cancel are dropped, never blocking.
+        for i in 0..100 {
+            p.feed.put(i);
+        }
+        let err = p.join().unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "cancel is prompt"
+        );
+        err
+    });
+    assert!(err.is_cancelled());
+    assert!(err.failures().is_empty(), "{err}");
+    // The 16 waiting in `numbers` and the one `forever` was putting, the
+    // 4 then the 100 put into `feed`.
+    assert_eq!(err.dropped(), 16 + 1 + 4 + 100, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("the pipeline was cancelled; 121 messages were dropped")
+    );
+}
+
+#[test]
+fn cancel_ends_inboxes_waiting_on_an_empty_source() {
+    let err = within(10, || {
+        let p = pipeline! { feed -> stalled; };
+        p.cancel();
+        p.join().unwrap_err()
+    });
+    assert!(err.is_cancelled());
+    assert_eq!(err.dropped(), 0);
+}
+
+#[worker]
+fn sleepy(inbox: Inbox<u64>, seconds: u64) {
+    for _ in inbox {
+        thread::sleep(Duration::from_secs(seconds));
+    }
+}
+
+#[test]
+fn join_timeout_names_the_workers_still_running() {
+    within(20, || {
+        let mut p = pipeline! { work -> sleepy(3) * 2 -> (); };
+        p.work.put(1);
+        let start = Instant::now();
+        let timed_out = p.join_timeout(Duration::from_millis(200)).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert!(
+            timed_out.running.contains(&("sleepy".to_string(), 0))
+                || timed_out.running.contains(&("sleepy".to_string(), 1))
+        );
+        assert_eq!(
+            timed_out.running.len(),
+            1,
+            "the idle replica ended with its source: {timed_out}"
+        );
+        // Given enough time, the same pipeline finishes.
+        assert_eq!(p.join_timeout(Duration::from_secs(10)), Ok(Ok(())));
+    });
+}
+
+#[worker]
+fn impatient(mut inbox: Inbox<u64>, out: Outbox<String>) {
+    loop {
+        match inbox.recv_timeout(Duration::from_millis(20)) {
+            Ok(msg) => out.put(format!("got {}", msg.data)),
+            Err(RecvTimeout::Timeout) => out.put("timeout".to_string()),
+            Err(RecvTimeout::Ended) => break,
+        }
+    }
+}
+
+#[test]
+fn an_inbox_can_wait_with_a_timeout() {
+    let out = within(10, || {
+        let p = pipeline! { src -> impatient -> out; };
+        assert_eq!(p.out.recv().unwrap().data, "timeout");
+        p.src.put(7);
+        let got = p.out.iter().map(|m| m.data).find(|m| m != "timeout");
+        p.join().unwrap();
+        got
+    });
+    assert_eq!(out.as_deref(), Some("got 7"));
+}
+
+#[worker]
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+#[test]
+fn stats_count_every_queue_and_replica() {
+    let stats = within(10, || {
+        let p = pipeline! { numbers -> double * 3 -> doubled[batch 64] -> double -> out; };
+        for i in 0..10_000u64 {
+            p.numbers.put(i);
+        }
+        p.numbers.end();
+        assert_eq!(p.out.iter().count(), 10_000);
+        while !p.is_finished() {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let stats = p.stats();
+        p.join().unwrap();
+        stats
+    });
+    let names: Vec<_> = stats.queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["numbers", "doubled", "out"]);
+    for q in &stats.queues {
+        assert_eq!((q.put, q.taken), (10_000, 10_000), "{}", q.name);
+    }
+    assert_eq!(stats.workers.len(), 4);
+    assert!(
+        stats
+            .workers
+            .iter()
+            .all(|w| w.finished && w.name == "double")
+    );
+    let first: u64 = stats.workers[..3].iter().map(|w| w.processed).sum();
+    assert_eq!(first, 10_000);
+    assert_eq!(stats.workers[3].processed, 10_000);
+    let table = stats.to_string();
+    assert!(
+        table.contains("doubled") && table.contains("double#2"),
+        "{table}"
+    );
+}
+
+static MAX_PARKED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn the_reorder_window_bounds_sortiters_buffer() {
+    let (count, max_parked) = within(60, || {
+        let mut g = Graph::new();
+        g.window(1000);
+        let numbers = g.queue::<u64>("numbers");
+        let results = g.queue::<u64>("results");
+        let out = g.queue::<usize>("out");
+        g.add(
+            "slow_sometimes",
+            2,
+            (numbers,),
+            (results,),
+            |(inbox,): (Inbox<u64>,), (out,): (Outbox<u64>,)| {
+                for msg in inbox {
+                    // A worker that falls behind now and then: the other one
+                    // runs ahead, and the printer parks what it sends.
+                    if msg.order % 5000 == 0 {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    out.put_msg(msg);
+                }
+            },
+        );
+        g.add(
+            "printer",
+            1,
+            (results,),
+            (out,),
+            |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
+                let mut sorted = ezq::sortiter(inbox);
+                let mut count = 0;
+                while let Some(msg) = sorted.next() {
+                    assert_eq!(msg.order, count as u64);
+                    MAX_PARKED.fetch_max(sorted.parked(), Ordering::Relaxed);
+                    count += 1;
+                }
+                out.put(count);
+            },
+        );
+        let p = g.start(|c| (c.source(numbers), c.sink(out)));
+        for i in 0..100_000u64 {
+            p.0.put_msg(Msg::new(i).order(i));
+        }
+        p.0.end();
+        let count = p.1.recv().unwrap().data;
+        p.join().unwrap();
+        (count, MAX_PARKED.load(Ordering::Relaxed))
+    });
+    assert_eq!(count, 100_000);
+    // The window, plus what was in flight when the buffer last reported.
+    assert!(max_parked <= 1000 + 256 + 2 * 1024, "{max_parked} parked");
+}
+
+#[test]
+fn a_gap_in_the_orders_slows_the_window_but_never_hangs() {
+    let count = within(30, || {
+        let mut g = Graph::new();
+        g.window(100);
+        let numbers = g.queue::<u64>("numbers");
+        let out = g.queue::<usize>("out");
+        g.add(
+            "printer",
+            1,
+            (numbers,),
+            (out,),
+            |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
+                out.put(ezq::sortiter(inbox).count());
+            },
+        );
+        let p = g.start(|c| (c.source(numbers), c.sink(out)));
+        // Order 500 never comes: the buffer waits for it until the end.
+        for i in (0..5000u64).filter(|&i| i != 500) {
+            p.0.put_msg(Msg::new(i).order(i));
+        }
+        p.0.end();
+        let count = p.1.recv().unwrap().data;
+        p.join().unwrap();
+        count
+    });
+    assert_eq!(count, 4999);
+}
