@@ -38,17 +38,23 @@ pub fn expand(graph: &Graph) -> TokenStream {
     let queues = graph.queues.iter().map(|q| {
         let var = queue_var(q.name);
         let name = q.name.to_string();
-        match q.capacity.map(|c| &c.value) {
-            None => quote!(let #var = #g.queue(#name);),
-            Some(value) => {
-                let capacity = match value {
-                    CapacityValue::Bounded(expr) => {
-                        quote!(::ezq::__private::Capacity::Bounded(#expr))
-                    }
-                    CapacityValue::Unbounded => quote!(::ezq::__private::Capacity::Unbounded),
-                };
+        let capacity = match q.capacity.and_then(|c| c.value.as_ref()) {
+            None => quote!(::ezq::__private::Capacity::Default),
+            Some(CapacityValue::Bounded(expr)) => {
+                let expr = unparen(expr);
+                quote!(::ezq::__private::Capacity::Bounded(#expr))
+            }
+            Some(CapacityValue::Unbounded) => quote!(::ezq::__private::Capacity::Unbounded),
+        };
+        match q.capacity {
+            Some(spec) if spec.batch.is_some() => {
+                let batch = spec.batch.as_ref().map(unparen);
+                quote!(let #var = #g.batched_queue(#name, #capacity, #batch);)
+            }
+            Some(spec) if spec.value.is_some() => {
                 quote!(let #var = #g.queue_with(#name, #capacity);)
             }
+            _ => quote!(let #var = #g.queue(#name);),
         }
     });
     let workers = graph.workers.iter().map(|w| {

@@ -93,7 +93,8 @@ pub fn build<'a>(pipeline: &'a Pipeline, errors: &mut Errors) -> Graph<'a> {
         }
     }
     for queue in &graph.queues {
-        if let (true, Some(capacity)) = (queue.is_sink(), queue.capacity) {
+        let bounded = queue.capacity.filter(|c| c.value.is_some());
+        if let (true, Some(capacity)) = (queue.is_sink(), bounded) {
             errors.at(
                 capacity.span,
                 format_args!(
@@ -149,11 +150,19 @@ impl<'a> Graph<'a> {
     }
 
     fn set_capacity(&mut self, index: usize, capacity: &'a CapacitySpec, errors: &mut Errors) {
-        if let CapacityValue::Bounded(expr) = &capacity.value {
+        if let Some(CapacityValue::Bounded(expr)) = &capacity.value {
             if int_literal(expr) == Some(0) {
                 errors.at(
                     capacity.span,
                     "a queue's capacity must be at least 1: the END has to fit; use `[1]` for the tightest hand-off",
+                );
+            }
+        }
+        if let Some(batch) = &capacity.batch {
+            if int_literal(batch) == Some(0) {
+                errors.at(
+                    syn::spanned::Spanned::span(batch),
+                    "a batch holds at least 1 message; `batch 1` is the same as no batching",
                 );
             }
         }
@@ -165,12 +174,12 @@ impl<'a> Graph<'a> {
                 errors.at(
                     capacity.span,
                     format_args!(
-                        "the capacity of queue `{name}` is set twice; set it at one mention only"
+                        "the options of queue `{name}` are set twice; set them at one mention only"
                     ),
                 );
                 errors.at(
                     first.span,
-                    format_args!("the capacity of queue `{name}` is first set here"),
+                    format_args!("the options of queue `{name}` are first set here"),
                 );
             }
         }

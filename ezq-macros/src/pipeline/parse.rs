@@ -31,10 +31,12 @@ pub struct QueueMention {
     pub capacity: Option<CapacitySpec>,
 }
 
-/// `name[EXPR]` or `name[unbounded]`.
+/// `name[EXPR]`, `name[unbounded]`, `name[batch EXPR]`, or a capacity and
+/// a batch separated by a comma.
 pub struct CapacitySpec {
     pub span: Span,
-    pub value: CapacityValue,
+    pub value: Option<CapacityValue>,
+    pub batch: Option<Expr>,
 }
 
 pub enum CapacityValue {
@@ -142,28 +144,75 @@ impl Parse for QueueMention {
         let capacity = if input.peek(token::Bracket) {
             let content;
             let bracket = bracketed!(content in input);
-            let fork = content.fork();
-            let value = if fork.parse::<Ident>().is_ok_and(|i| i == "unbounded") && fork.is_empty()
-            {
-                content.parse::<Ident>()?;
-                CapacityValue::Unbounded
-            } else if content.is_empty() {
-                return Err(syn::Error::new(
-                    bracket.span.join(),
-                    "expected a capacity: `queue[1024]` or `queue[unbounded]`",
-                ));
-            } else {
-                CapacityValue::Bounded(content.parse()?)
+            let span = bracket.span.join();
+            let mut spec = CapacitySpec {
+                span,
+                value: None,
+                batch: None,
             };
-            Some(CapacitySpec {
-                span: bracket.span.join(),
-                value,
-            })
+            if content.is_empty() {
+                return Err(syn::Error::new(span, EXPECTED_OPTION));
+            }
+            while !content.is_empty() {
+                parse_queue_option(&content, &mut spec)?;
+                if !content.is_empty() {
+                    content.parse::<Token![,]>()?;
+                }
+            }
+            Some(spec)
         } else {
             None
         };
         Ok(QueueMention { name, capacity })
     }
+}
+
+const EXPECTED_OPTION: &str =
+    "expected a queue option: a capacity (`q[1024]`), `unbounded`, or `batch N` (`q[batch 256]`)";
+
+/// One option inside `name[...]`.
+fn parse_queue_option(content: ParseStream, spec: &mut CapacitySpec) -> syn::Result<()> {
+    let fork = content.fork();
+    let keyword = fork.parse::<Ident>().ok();
+    let at_end = fork.is_empty() || fork.peek(Token![,]);
+    match keyword {
+        Some(k) if k == "unbounded" && at_end => {
+            let k: Ident = content.parse()?;
+            set_once(
+                &mut spec.value,
+                CapacityValue::Unbounded,
+                k.span(),
+                "a capacity",
+            )
+        }
+        Some(k) if k == "batch" && !at_end => {
+            let k: Ident = content.parse()?;
+            let expr: Expr = content.parse()?;
+            set_once(&mut spec.batch, expr, k.span(), "`batch`")
+        }
+        _ if content.peek(Token![,]) => Err(content.error(EXPECTED_OPTION)),
+        _ => {
+            let expr: Expr = content.parse()?;
+            let span = syn::spanned::Spanned::span(&expr);
+            set_once(
+                &mut spec.value,
+                CapacityValue::Bounded(expr),
+                span,
+                "a capacity",
+            )
+        }
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, span: Span, what: &str) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(
+            span,
+            format!("{what} is given twice for this queue"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
 }
 
 impl Parse for WorkerRef {

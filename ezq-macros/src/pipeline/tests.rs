@@ -47,7 +47,8 @@ fn collatz_expansion() {
 #[test]
 fn fan_in_fan_out_expansion() {
     insta::assert_snapshot!(expand(quote! {
-        () -> numbers(1000) -> raw[64];
+        () -> numbers(1000) -> raw[64, batch 16];
+        raw2[batch 8] -> split -> (small2, large2);
         raw -> split -> (small, large[unbounded]);
         (small, large) -> merge * 2 -> merged;
         extra -> stages::scale(2.5, "x") -> merged;
@@ -126,9 +127,16 @@ fn syntax_errors_say_what_was_expected() {
         syntax_error(quote! { a; }),
         "a chain needs a worker: `queue -> worker -> queue;`"
     );
+    let option = "expected a queue option: a capacity (`q[1024]`), `unbounded`, or `batch N` (`q[batch 256]`)";
+    assert_eq!(syntax_error(quote! { a[] -> w; }), option);
+    assert_eq!(syntax_error(quote! { a[, 4] -> w; }), option);
     assert_eq!(
-        syntax_error(quote! { a[] -> w; }),
-        "expected a capacity: `queue[1024]` or `queue[unbounded]`"
+        syntax_error(quote! { a[4, 8] -> w; }),
+        "a capacity is given twice for this queue"
+    );
+    assert_eq!(
+        syntax_error(quote! { a[batch 4, batch 8] -> w; }),
+        "`batch` is given twice for this queue"
     );
 }
 
