@@ -105,6 +105,9 @@ mod sort;
 mod stats;
 mod worker;
 
+#[cfg(feature = "progress")]
+mod progress;
+
 #[doc(hidden)]
 pub mod __private;
 
@@ -113,7 +116,9 @@ pub use ezq_macros::{pipeline, worker};
 pub use graph::{Capacity, Channels, DEFAULT_CAPACITY, Graph, Inputs, Outputs, QueueRef};
 pub use map::{Map, map, map_with_window};
 pub use msg::{Kind, Msg};
-pub use pipeline::{Pipeline, TimedOut};
+pub use pipeline::{Monitor, Pipeline, TimedOut};
+#[cfg(feature = "progress")]
+pub use progress::Progress;
 pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, SinkIter, Source};
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
 pub use sort::{SortIter, sortiter, sortiter_from};

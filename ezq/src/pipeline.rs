@@ -63,11 +63,48 @@ pub struct Pipeline<Q> {
     queues: Q,
     threads: Vec<Running>,
     sources: Vec<Arc<dyn SourceControl>>,
-    /// Every queue: its name, whether it is a sink, its counters.
-    queue_ends: Vec<(String, bool, Arc<dyn QueueEnd>)>,
-    replicas: Vec<Arc<ReplicaCounters>>,
+    monitor: Monitor,
     control: Arc<Control>,
     dot: String,
+}
+
+/// A handle on a pipeline's statistics that can go to another thread (a
+/// progress display, a metrics exporter) and outlive the pipeline: from
+/// [`Pipeline::monitor`].
+#[derive(Clone)]
+pub struct Monitor {
+    /// Every queue: its name, whether it is a sink, its counters.
+    queues: Arc<[(String, bool, Arc<dyn QueueEnd>)]>,
+    replicas: Arc<[Arc<ReplicaCounters>]>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor").field("queues", &self.queues.len()).field("workers", &self.replicas.len()).finish()
+    }
+}
+
+impl Monitor {
+    /// Counters of every queue and every worker replica, now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            queues: (self.queues.iter()).map(|(name, _, end)| end.counters().snapshot(name)).collect(),
+            workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
+        }
+    }
+
+    /// Whether every worker replica has finished.
+    pub fn is_finished(&self) -> bool {
+        self.replicas.iter().all(|r| r.is_finished())
+    }
+
+    /// Messages put into the queues (sinks aside) and never taken.
+    fn unread(&self) -> u64 {
+        (self.queues.iter())
+            .filter(|(_, sink, _)| !sink)
+            .map(|(_, _, end)| end.counters().snapshot("").len())
+            .sum()
+    }
 }
 
 impl<Q> Deref for Pipeline<Q> {
@@ -81,7 +118,7 @@ impl<Q> Deref for Pipeline<Q> {
 impl<Q> fmt::Debug for Pipeline<Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("workers", &self.replicas.len())
+            .field("workers", &self.monitor.replicas.len())
             .field("running", &self.threads.len())
             .field("cancelled", &self.control.is_cancelled())
             .finish_non_exhaustive()
@@ -117,13 +154,15 @@ impl<Q> Pipeline<Q> {
         control: Arc<Control>,
         dot: String,
     ) -> Self {
-        let replicas = threads.iter().map(|t| Arc::clone(&t.counters)).collect();
+        let monitor = Monitor {
+            queues: queue_ends.into(),
+            replicas: threads.iter().map(|t| Arc::clone(&t.counters)).collect(),
+        };
         Pipeline {
             queues,
             threads,
             sources,
-            queue_ends,
-            replicas,
+            monitor,
             control,
             dot,
         }
@@ -170,14 +209,14 @@ impl<Q> Pipeline<Q> {
         self.threads.iter().all(|t| t.handle.is_finished())
     }
 
-    /// Counters of every queue and every worker replica, now.
+    /// Counters of every queue and every worker replica, now; see [`Stats`].
     pub fn stats(&self) -> Stats {
-        Stats {
-            queues: (self.queue_ends.iter())
-                .map(|(name, _, end)| end.counters().snapshot(name))
-                .collect(),
-            workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
-        }
+        self.monitor.stats()
+    }
+
+    /// A handle on the statistics for another thread; see [`Monitor`].
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     /// Ends the sources and joins the threads, until `deadline` if any.
@@ -212,15 +251,7 @@ impl<Q> Pipeline<Q> {
                 }
             }
         }
-        let dropped = (self.queue_ends.iter())
-            .filter(|(_, sink, _)| !sink)
-            .map(|(_, _, end)| end.counters().snapshot("").len())
-            .sum();
-        Ok(Error::pipeline(
-            failures,
-            self.control.is_cancelled(),
-            dropped,
-        ))
+        Ok(Error::pipeline(failures, self.control.is_cancelled(), self.monitor.unread()))
     }
 }
 

@@ -156,6 +156,10 @@ impl ReplicaCounters {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     pub(crate) fn snapshot(&self) -> WorkerStats {
         let finished = *self.finished.lock().unwrap_or_else(|e| e.into_inner());
         let lifetime = finished.unwrap_or_else(Instant::now) - self.started;
