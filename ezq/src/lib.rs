@@ -117,9 +117,9 @@ pub use graph::{Capacity, Channels, DEFAULT_CAPACITY, Graph, Inputs, Outputs, Qu
 pub use map::{Map, map, map_with_window};
 pub use msg::{Kind, Msg};
 pub use pipeline::{Monitor, Pipeline, TimedOut};
+pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, SinkIter, Source};
 #[cfg(feature = "progress")]
 pub use progress::Progress;
-pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, SinkIter, Source};
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
 pub use sort::{SortIter, sortiter, sortiter_from};
 pub use stats::{QueueStats, Stats, WorkerStats};

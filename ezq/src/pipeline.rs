@@ -80,7 +80,10 @@ pub struct Monitor {
 
 impl fmt::Debug for Monitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Monitor").field("queues", &self.queues.len()).field("workers", &self.replicas.len()).finish()
+        f.debug_struct("Monitor")
+            .field("queues", &self.queues.len())
+            .field("workers", &self.replicas.len())
+            .finish()
     }
 }
 
@@ -88,7 +91,9 @@ impl Monitor {
     /// Counters of every queue and every worker replica, now.
     pub fn stats(&self) -> Stats {
         Stats {
-            queues: (self.queues.iter()).map(|(name, _, end)| end.counters().snapshot(name)).collect(),
+            queues: (self.queues.iter())
+                .map(|(name, _, end)| end.counters().snapshot(name))
+                .collect(),
             workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
         }
     }
@@ -251,7 +256,11 @@ impl<Q> Pipeline<Q> {
                 }
             }
         }
-        Ok(Error::pipeline(failures, self.control.is_cancelled(), self.monitor.unread()))
+        Ok(Error::pipeline(
+            failures,
+            self.control.is_cancelled(),
+            self.monitor.unread(),
+        ))
     }
 }
 

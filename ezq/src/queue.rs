@@ -292,8 +292,14 @@ mod tests {
 
     #[test]
     fn an_item_is_no_larger_than_its_message() {
-        assert_eq!(std::mem::size_of::<Item<u64>>(), std::mem::size_of::<Msg<u64>>());
-        assert_eq!(std::mem::size_of::<Item<(u64, u64)>>(), std::mem::size_of::<Msg<(u64, u64)>>());
+        assert_eq!(
+            std::mem::size_of::<Item<u64>>(),
+            std::mem::size_of::<Msg<u64>>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Item<(u64, u64)>>(),
+            std::mem::size_of::<Msg<(u64, u64)>>()
+        );
     }
 
     #[test]

@@ -157,7 +157,10 @@ impl ReplicaCounters {
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     pub(crate) fn snapshot(&self) -> WorkerStats {
