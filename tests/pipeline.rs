@@ -397,5 +397,17 @@ fn the_graph_is_available_as_dot() {
         w1 -> q2;
     }
     "#);
+    insta::assert_snapshot!(p.mermaid(), @r#"
+    flowchart LR
+        q0["read_q"]
+        q1["write_q"]
+        q2["out"]
+        w0(["add_one ×2"])
+        q0 --> w0
+        w0 --> q1
+        w1(["double"])
+        q1 --> w1
+        w1 --> q2
+    "#);
     p.join().unwrap();
 }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::control::{self, Control, DEFAULT_WINDOW, Replica};
-use crate::pipeline::{Pipeline, QueueEnd, Running, SourceControl};
+use crate::pipeline::{Pipeline, QueueEnd, QueueInfo, Running, SourceControl};
 use crate::ports::{Batcher, Inbox, Outbox, QueueShared, Sink, Source, SourceEnd};
 use crate::queue::Item;
 use crate::stats::ReplicaCounters;
+use crate::trace;
 use crate::worker::{WorkerResult, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
@@ -192,6 +193,16 @@ struct WorkerNode {
     inputs: Vec<usize>,
     outputs: Vec<usize>,
     open: OpenReplica,
+}
+
+impl WorkerNode {
+    /// The worker's name, with its replica count if more than one.
+    fn label(&self) -> String {
+        match self.replicas {
+            1 => self.name.clone(),
+            n => format!("{} ×{n}", self.name),
+        }
+    }
 }
 
 fn make_channel<T: Send + 'static>(
@@ -404,11 +415,7 @@ impl Graph {
             let _ = writeln!(dot, "    q{i} [label=\"{}\", shape=box];", q.name);
         }
         for (i, w) in self.workers.iter().enumerate() {
-            let label = match w.replicas {
-                1 => w.name.clone(),
-                n => format!("{} ×{n}", w.name),
-            };
-            let _ = writeln!(dot, "    w{i} [label=\"{label}\"];");
+            let _ = writeln!(dot, "    w{i} [label=\"{}\"];", w.label());
             for q in &w.inputs {
                 let _ = writeln!(dot, "    q{q} -> w{i};");
             }
@@ -420,6 +427,25 @@ impl Graph {
         dot
     }
 
+    /// Mermaid text of the graph (a `flowchart`), for a README or a doc
+    /// page that draws it: workers as rounded boxes, queues as boxes.
+    pub fn mermaid(&self) -> String {
+        let mut text = String::from("flowchart LR\n");
+        for (i, q) in self.queues.iter().enumerate() {
+            let _ = writeln!(text, "    q{i}[\"{}\"]", q.name);
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(text, "    w{i}([\"{}\"])", w.label());
+            for q in &w.inputs {
+                let _ = writeln!(text, "    q{q} --> w{i}");
+            }
+            for q in &w.outputs {
+                let _ = writeln!(text, "    w{i} --> q{q}");
+            }
+        }
+        text
+    }
+
     /// Starts every worker and returns the running pipeline. `handle` picks
     /// the caller's ends out of the graph's queues ([`Channels::source`],
     /// [`Channels::sink`]); the [`Pipeline`] derefs to what it returns.
@@ -427,7 +453,7 @@ impl Graph {
     /// Once this returns, the graph holds no queue ends of its own, so a
     /// queue ends as soon as every one of its producers is done.
     pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
-        let dot = self.dot();
+        let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);
         let mut readers = vec![0; self.queues.len()];
         let mut produced = vec![false; self.queues.len()];
@@ -454,12 +480,10 @@ impl Graph {
             })
             .collect();
         let queue_ends = (self.queues.iter().enumerate())
-            .map(|(i, q)| {
-                (
-                    q.name.clone(),
-                    readers[i] == 0,
-                    (q.make_end)(channels[i].as_ref()),
-                )
+            .map(|(i, q)| QueueInfo {
+                name: q.name.clone(),
+                sink: readers[i] == 0,
+                end: (q.make_end)(channels[i].as_ref()),
             })
             .collect();
         let channels = Channels { channels, sources };
@@ -477,13 +501,20 @@ impl Graph {
                 let finished = Arc::clone(&counters);
                 let handle = spawn_thread(format!("{name}#{replica}"), move || {
                     let _finished = Finished(finished);
-                    control::enter(thread_control, body)
+                    control::enter(thread_control, || trace::replica(&ctx.counters, body))
                 });
                 threads.push(Running { counters, handle });
             }
         }
         let queues = handle(&channels);
-        Pipeline::new(queues, threads, source_controls, queue_ends, control, dot)
+        Pipeline::new(
+            queues,
+            threads,
+            source_controls,
+            queue_ends,
+            control,
+            diagrams,
+        )
     }
 }
 

@@ -103,6 +103,7 @@ mod ports;
 mod queue;
 mod sort;
 mod stats;
+mod trace;
 mod worker;
 
 #[cfg(feature = "progress")]

@@ -42,6 +42,13 @@ impl<T: Send> QueueEnd for QueueShared<T> {
     }
 }
 
+/// One queue, as the pipeline's statistics see it.
+pub(crate) struct QueueInfo {
+    pub(crate) name: String,
+    pub(crate) sink: bool,
+    pub(crate) end: Arc<dyn QueueEnd>,
+}
+
 /// One worker replica's thread.
 pub(crate) struct Running {
     pub(crate) counters: Arc<ReplicaCounters>,
@@ -65,7 +72,8 @@ pub struct Pipeline<Q> {
     sources: Vec<Arc<dyn SourceControl>>,
     monitor: Monitor,
     control: Arc<Control>,
-    dot: String,
+    /// The graph as DOT and as Mermaid text.
+    diagrams: [String; 2],
 }
 
 /// A handle on a pipeline's statistics that can go to another thread (a
@@ -73,8 +81,7 @@ pub struct Pipeline<Q> {
 /// [`Pipeline::monitor`].
 #[derive(Clone)]
 pub struct Monitor {
-    /// Every queue: its name, whether it is a sink, its counters.
-    queues: Arc<[(String, bool, Arc<dyn QueueEnd>)]>,
+    queues: Arc<[QueueInfo]>,
     replicas: Arc<[Arc<ReplicaCounters>]>,
 }
 
@@ -92,7 +99,7 @@ impl Monitor {
     pub fn stats(&self) -> Stats {
         Stats {
             queues: (self.queues.iter())
-                .map(|(name, _, end)| end.counters().snapshot(name))
+                .map(|q| q.end.counters().snapshot(&q.name))
                 .collect(),
             workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
         }
@@ -106,8 +113,8 @@ impl Monitor {
     /// Messages put into the queues (sinks aside) and never taken.
     fn unread(&self) -> u64 {
         (self.queues.iter())
-            .filter(|(_, sink, _)| !sink)
-            .map(|(_, _, end)| end.counters().snapshot("").len())
+            .filter(|q| !q.sink)
+            .map(|q| q.end.counters().snapshot("").len())
             .sum()
     }
 }
@@ -155,9 +162,9 @@ impl<Q> Pipeline<Q> {
         queues: Q,
         threads: Vec<Running>,
         sources: Vec<Arc<dyn SourceControl>>,
-        queue_ends: Vec<(String, bool, Arc<dyn QueueEnd>)>,
+        queue_ends: Vec<QueueInfo>,
         control: Arc<Control>,
-        dot: String,
+        diagrams: [String; 2],
     ) -> Self {
         let monitor = Monitor {
             queues: queue_ends.into(),
@@ -169,7 +176,7 @@ impl<Q> Pipeline<Q> {
             sources,
             monitor,
             control,
-            dot,
+            diagrams,
         }
     }
 
@@ -206,7 +213,12 @@ impl<Q> Pipeline<Q> {
 
     /// Graphviz DOT text of the pipeline's graph.
     pub fn dot(&self) -> &str {
-        &self.dot
+        &self.diagrams[0]
+    }
+
+    /// Mermaid text of the pipeline's graph (a `flowchart`).
+    pub fn mermaid(&self) -> &str {
+        &self.diagrams[1]
     }
 
     /// Whether every worker has finished.
