@@ -5,41 +5,16 @@
 //! port of Python's `ezq` ("simple wrappers for multiprocessing"), on
 //! threads and crossbeam channels.
 //!
-//! ## Worker graphs: `#[worker]` and `pipeline!`
+//! This page teaches the crate in order: the runtime API that Python ezq
+//! users know, worker graphs with [`worker`] and [`pipeline!`], what happens
+//! when something fails, batching, and statistics.
 //!
-//! ```
-//! use ezq::{pipeline, worker, Inbox, Outbox};
+//! ## 1. The runtime API, by hand
 //!
-//! #[worker]
-//! fn summer(inbox: Inbox<u64>, outbox: Outbox<u64>) {
-//!     let mut total = 0;
-//!     for msg in inbox {
-//!         total += msg.data;
-//!     }
-//!     outbox.put(total);
-//! }
-//!
-//! let p = pipeline! {
-//!     in_q -> summer * ezq::num_cpus() -> out_q;
-//! };
-//! for i in 0..1000u64 {
-//!     p.in_q.put(i);
-//! }
-//! p.in_q.end();
-//! let result: u64 = p.out_q.iter().map(|msg| msg.data).sum();
-//! p.join().expect("a worker failed");
-//! assert_eq!(result, (0..1000).sum());
-//! ```
-//!
-//! END propagates by itself (a queue ends when all its producers are done),
-//! queues between workers are bounded, every worker is joined when the
-//! pipeline is joined or dropped, and a worker's panic or `Err` is reported,
-//! never swallowed. See [`pipeline!`] for the language and [`worker`] for the
-//! forms a worker may take.
-//!
-//! ## The runtime API, by hand
-//!
-//! Python ezq's functions are all here, under the same names:
+//! Python ezq's functions are all here, under the same names. A [`Queue`]
+//! carries [`Msg`]s (`data`, `kind`, `order`); [`run`] starts a worker
+//! thread; [`endq_and_wait`] ends a queue (one END stops every consumer)
+//! and joins the workers, reporting any that panicked.
 //!
 //! ```
 //! use ezq::{Msg, Queue};
@@ -82,13 +57,91 @@
 //! | `ezq.NUM_CPUS` | [`num_cpus()`](num_cpus) |
 //! | `ezq.map(f, items)` (3.x) | [`map(f, items)`](map()) |
 //!
-//! ## Failures
+//! ## 2. Worker graphs: `#[worker]` and `pipeline!`
 //!
-//! A worker that panics or returns `Err` is reported by [`Worker::join`],
-//! [`endq_and_wait`] and [`Pipeline::join`] as an [`Error`] naming the
-//! worker (and replica) with the panic message. Dropping a [`Worker`] or a
-//! [`Pipeline`] waits for it and panics with its failure, unless the thread
-//! is already panicking.
+//! A [`worker`] is an ordinary function that takes [`Inbox`]es and
+//! [`Outbox`]es; [`pipeline!`] wires workers and queues, starts them, and
+//! returns a [`Pipeline`] with a [`Source`] for each queue it reads from the
+//! caller and a [`Sink`] for each queue it hands back. END propagates by
+//! itself, and a wiring mistake (types, arity, cycles) is a compile error.
+//!
+//! ```
+//! use ezq::{pipeline, worker, Inbox, Outbox};
+//!
+//! #[worker]
+//! fn summer(inbox: Inbox<u64>, outbox: Outbox<u64>) {
+//!     let mut total = 0;
+//!     for msg in inbox {
+//!         total += msg.data;
+//!     }
+//!     outbox.put(total);
+//! }
+//!
+//! let p = pipeline! {
+//!     in_q -> summer * ezq::num_cpus() -> out_q;
+//! };
+//! for i in 0..1000u64 {
+//!     p.in_q.put(i);
+//! }
+//! p.in_q.end();
+//! let result: u64 = p.out_q.iter().map(|msg| msg.data).sum();
+//! p.join().expect("a worker failed");
+//! assert_eq!(result, (0..1000).sum());
+//! ```
+//!
+//! Map workers (`fn(T) -> U`), extra arguments, fan-in, fan-out and queue
+//! capacities are described with [`pipeline!`]. The same graph can be built
+//! at run time with [`Graph`], which is what `pipeline!` expands to.
+//!
+//! ## 3. Failures
+//!
+//! - A worker that panics or returns `Err` is reported by [`Worker::join`],
+//!   [`endq_and_wait`] and [`Pipeline::join`] as an [`Error`] that names the
+//!   worker (and replica) and carries the message. Nothing is swallowed.
+//! - In a pipeline, a failed worker ends its outputs like one that returns,
+//!   so the stages after it finish; a worker whose readers are all gone
+//!   stops at its next `put`, quietly: the failure reported is the cause.
+//! - Dropping a [`Worker`] or a [`Pipeline`] waits for it and panics with
+//!   its failures, unless the thread is already panicking.
+//! - [`Pipeline::cancel`] stops a pipeline promptly; [`Error::dropped`]
+//!   counts what it left unread. [`Pipeline::join_timeout`] and
+//!   [`Inbox::recv_timeout`] wait with a limit; [`is_cancelled`] lets a
+//!   long-running worker notice a cancel.
+//!
+//! ## 4. Batching
+//!
+//! A channel hand-off costs more than most per-message work. A batched
+//! queue, `q[batch 256]` in [`pipeline!`] or [`Graph::batched_queue`],
+//! moves messages in blocks while workers still put and read them one by
+//! one. A block leaves when it is full, when its producer is about to wait
+//! for input, and at END, so an idle pipeline never holds a message back.
+//!
+//! ```
+//! use ezq::{pipeline, worker};
+//!
+//! #[worker]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let p = pipeline! { numbers[batch 256] -> square * 2 -> squares[batch 256]; };
+//! for i in 0..10_000u64 {
+//!     p.numbers.put(i);
+//! }
+//! p.numbers.end();
+//! assert_eq!(p.squares.iter().count(), 10_000);
+//! ```
+//!
+//! ## 5. Statistics
+//!
+//! [`Pipeline::stats`] (or a [`Monitor`] on another thread) counts, for each
+//! queue, the messages put and taken and its high-water mark, and for each
+//! worker replica the messages processed and the time spent busy and
+//! waiting. Counting is local to each worker and shared every 256
+//! messages, so it is always on. With the `progress` feature, `Progress`
+//! draws it live on a terminal; with the `tracing` feature, each worker
+//! replica runs in a `tracing` span. [`Pipeline::dot`] and
+//! [`Pipeline::mermaid`] draw the graph.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
