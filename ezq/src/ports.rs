@@ -701,7 +701,11 @@ impl<T: Send + 'static> Source<T> {
         let shared = &self.shared;
         let msg = msg.into();
         // Counted even if it is not delivered: it is then a dropped message.
-        shared.queue.counters.put.fetch_add(1, Ordering::Relaxed);
+        let counters = &shared.queue.counters;
+        if counters.put.fetch_add(1, Ordering::Relaxed) % 256 == 0 {
+            let block = shared.batch.as_ref().map_or(1, |b| b.block);
+            counters.high_water.fetch_max(shared.tx.len() * block, Ordering::Relaxed);
+        }
         if shared.control.is_cancelled() {
             return Err(Disconnected(msg));
         }
