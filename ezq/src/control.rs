@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::stats::ReplicaCounters;
+use crate::stats::{Padded, ReplicaCounters};
 
 /// How far ahead of the oldest order a reorder buffer still waits for, the
 /// pipeline's sources may run by default; see [`Graph::window`](crate::Graph::window).
@@ -20,7 +20,9 @@ pub(crate) struct Control {
     /// order is `window` or more ahead of `low`, the next order a
     /// [`sortiter`](crate::sortiter) in the pipeline waits for.
     window: u64,
-    low: AtomicU64,
+    /// Written by the reorder buffer as it moves: on a line of its own,
+    /// away from the flags that every message reads.
+    low: Padded<AtomicU64>,
     /// Set once a `sortiter` runs inside the pipeline: only then do
     /// sources wait for it.
     window_used: AtomicBool,
@@ -39,7 +41,7 @@ impl Control {
         Arc::new(Control {
             cancelled: AtomicBool::new(false),
             window,
-            low: AtomicU64::new(0),
+            low: Padded(AtomicU64::new(0)),
             window_used: AtomicBool::new(false),
             window_stalled: AtomicBool::new(false),
         })
@@ -176,8 +178,10 @@ pub(crate) fn remember_unsent(batch: Weak<dyn Flush>) {
 /// Sends every batch this thread has put but not sent: the thread is about
 /// to wait, and no message may be held back while it does.
 pub(crate) fn flush_unsent() {
-    let batches: Vec<_> = UNSENT.with(|u| u.borrow().iter().filter_map(Weak::upgrade).collect());
-    for batch in batches {
-        batch.flush();
-    }
+    UNSENT.with(|u| {
+        // A flush only sends on a channel: it never comes back here.
+        for batch in u.borrow().iter().filter_map(Weak::upgrade) {
+            batch.flush();
+        }
+    });
 }

@@ -64,8 +64,12 @@ struct Channel<T> {
 }
 
 impl<T: Send + 'static> Channel<T> {
-    fn batcher(&self) -> Option<Arc<Batcher<T>>> {
-        self.block.map(|block| Batcher::new(self.tx.clone(), block))
+    /// A producer's batch, if the queue is batched; a source's (`counted`)
+    /// counts its messages as they leave.
+    fn batcher(&self, counted: bool) -> Option<Arc<Batcher<T>>> {
+        let counts_into = counted.then(|| Arc::clone(&self.shared));
+        self.block
+            .map(|block| Batcher::new(self.tx.clone(), block, counts_into))
     }
 }
 
@@ -149,7 +153,7 @@ macro_rules! port_tuples {
                 let ($($v,)*) = self;
                 ($({
                     let c = channels.channel(*$v);
-                    Outbox::new(c.tx.clone(), c.batcher(), Arc::clone(&c.shared), Arc::clone(replica))
+                    Outbox::new(c.tx.clone(), c.batcher(false), Arc::clone(&c.shared), Arc::clone(replica))
                 },)*)
             }
         }
@@ -246,7 +250,7 @@ fn make_source<T: Send + 'static>(
     let c = channel_of::<T>(channel);
     let shared = SourceEnd::new(
         c.tx.clone(),
-        c.batcher(),
+        c.batcher(true),
         Arc::clone(&c.shared),
         Arc::clone(control),
         readers,

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 use crate::Msg;
 use crate::control::{self, Control, Flush, Replica};
 use crate::queue::Item;
-use crate::stats::{LocalCount, QueueCounters};
+use crate::stats::{LocalCount, Padded, QueueCounters};
 use crate::worker::stop_worker;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -22,19 +22,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What every end of one pipeline queue shares.
 pub(crate) struct QueueShared<T> {
-    pub(crate) counters: QueueCounters,
+    /// Written as messages are put and taken: apart from what every reader
+    /// reads for every message.
+    pub(crate) counters: Padded<QueueCounters>,
     /// Messages a reader took in a block but did not get to: they wait
     /// here for the queue's other readers.
     stash: Mutex<Vec<Msg<T>>>,
-    has_stash: AtomicBool,
+    has_stash: Padded<AtomicBool>,
 }
 
 impl<T> QueueShared<T> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(QueueShared {
-            counters: QueueCounters::default(),
+            counters: Padded::default(),
             stash: Mutex::new(Vec::new()),
-            has_stash: AtomicBool::new(false),
+            has_stash: Padded::default(),
         })
     }
 
@@ -63,15 +65,23 @@ pub(crate) struct Batcher<T> {
     tx: Sender<Item<T>>,
     block: usize,
     unsent: Mutex<Vec<Msg<T>>>,
+    /// For a source: the queue whose `put` count grows as blocks leave, so
+    /// that putting one message touches no shared counter.
+    counts_into: Option<Arc<QueueShared<T>>>,
     /// The thread that last put here (see [`control::thread_number`]),
     /// which flushes this batch before it waits.
     owner: AtomicU64,
 }
 
 impl<T: Send + 'static> Batcher<T> {
-    pub(crate) fn new(tx: Sender<Item<T>>, block: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        tx: Sender<Item<T>>,
+        block: usize,
+        counts_into: Option<Arc<QueueShared<T>>>,
+    ) -> Arc<Self> {
         Arc::new(Batcher {
             tx,
+            counts_into,
             block: block.max(1),
             unsent: Mutex::new(Vec::new()),
             owner: AtomicU64::new(0),
@@ -91,14 +101,33 @@ impl<T: Send + 'static> Batcher<T> {
             unsent.reserve_exact(self.block);
         }
         unsent.push(msg);
-        (unsent.len() >= self.block)
-            .then(|| std::mem::replace(&mut *unsent, Vec::with_capacity(self.block)))
+        if unsent.len() < self.block {
+            return None;
+        }
+        let full = std::mem::replace(&mut *unsent, Vec::with_capacity(self.block));
+        drop(unsent);
+        self.count(full.len());
+        Some(full)
     }
 }
 
 impl<T> Batcher<T> {
+    /// The unsent messages, now counted as put.
     fn take(&self) -> Vec<Msg<T>> {
-        std::mem::take(&mut *lock(&self.unsent))
+        let block = std::mem::take(&mut *lock(&self.unsent));
+        self.count(block.len());
+        block
+    }
+
+    fn count(&self, n: usize) {
+        if let (Some(queue), true) = (&self.counts_into, n > 0) {
+            queue.counters.put.fetch_add(n as u64, Ordering::Relaxed);
+            let waiting = self.tx.len() * self.block;
+            queue
+                .counters
+                .high_water
+                .fetch_max(waiting, Ordering::Relaxed);
+        }
     }
 }
 
@@ -628,6 +657,18 @@ impl<T: Send + 'static> SourceEnd<T> {
         }
     }
 
+    /// Counts `n` messages put; a batched source counts as blocks leave.
+    #[inline]
+    fn count_unbatched(&self, n: u64) {
+        let counters = &self.queue.counters;
+        if counters.put.fetch_add(n, Ordering::Relaxed) % 256 == 0 {
+            let block = self.batch.as_ref().map_or(1, |b| b.block);
+            counters
+                .high_water
+                .fetch_max(self.tx.len() * block, Ordering::Relaxed);
+        }
+    }
+
     /// Waits while `order` is too far ahead of the pipeline's reorder buffer.
     #[inline]
     fn wait_for_window(&self, order: u64) {
@@ -700,25 +741,26 @@ impl<T: Send + 'static> Source<T> {
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
         let shared = &self.shared;
         let msg = msg.into();
-        // Counted even if it is not delivered: it is then a dropped message.
-        let counters = &shared.queue.counters;
-        if counters.put.fetch_add(1, Ordering::Relaxed) % 256 == 0 {
-            let block = shared.batch.as_ref().map_or(1, |b| b.block);
-            counters.high_water.fetch_max(shared.tx.len() * block, Ordering::Relaxed);
-        }
         if shared.control.is_cancelled() {
+            shared.count_unbatched(1);
             return Err(Disconnected(msg));
         }
         shared.wait_for_window(msg.order);
+        // Counted even if it is not delivered: it is then a dropped message.
         let item = match &shared.batch {
-            None => Item::Msg(msg),
+            None => {
+                shared.count_unbatched(1);
+                Item::Msg(msg)
+            }
             Some(batch) => match batch.push(msg) {
                 None => return Ok(()),
                 Some(block) => Item::Batch(Box::new(block)),
             },
         };
-        send(&shared.tx, item, None)
-            .map_err(|item| Disconnected(first_msg(item).expect("a source sends messages")))
+        shared
+            .tx
+            .send(item)
+            .map_err(|e| Disconnected(first_msg(e.into_inner()).expect("a source sends messages")))
     }
 
     /// Sends the messages put into a batched source that wait for their

@@ -153,7 +153,11 @@ impl<T> Queue<T> {
 
     /// Puts a pending END (see [`EndState::pending`]) if there is room.
     fn place_pending_end(&self) {
-        if self.state.pending.swap(false, Ordering::AcqRel) {
+        // A plain load first: the swap would write the shared line on every
+        // message, and an END is almost never pending.
+        if self.state.pending.load(Ordering::Acquire)
+            && self.state.pending.swap(false, Ordering::AcqRel)
+        {
             if let Err(TrySendError::Full(_)) = self.tx.try_send(Item::End) {
                 self.state.pending.store(true, Ordering::Release);
             }

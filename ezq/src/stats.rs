@@ -106,6 +106,21 @@ impl fmt::Display for Stats {
     }
 }
 
+/// A value on a cache line of its own, so that threads writing it do not
+/// slow down threads reading its neighbours (128 bytes: the prefetcher of
+/// recent x86 cores pulls lines in pairs).
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The shared counters of one queue.
 #[derive(Default)]
 pub(crate) struct QueueCounters {
