@@ -2,26 +2,15 @@
 //! by one, and nothing is lost, duplicated, reordered within a producer or
 //! held back while the pipeline is idle.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use ezq::{Inbox, Msg, Outbox, pipeline, worker};
+mod common;
 
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => value,
-        Err(_) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => panic!("did not finish within {secs} s: a hang"),
-        },
-    }
-}
+use common::within;
+use ezq::{Inbox, Msg, Outbox, pipeline, worker};
 
 /// Each producer numbers its own messages: (producer, sequence).
 #[worker]

@@ -2,25 +2,13 @@
 //! reorder window that bounds `sortiter`'s buffer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ezq::{Graph, Inbox, Msg, Outbox, RecvTimeout, pipeline, worker};
+mod common;
 
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => value,
-        Err(_) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => panic!("did not finish within {secs} s: a hang"),
-        },
-    }
-}
+use common::within;
+use ezq::{Graph, Inbox, Msg, Outbox, RecvTimeout, pipeline, worker};
 
 #[worker]
 fn forever(out: Outbox<u64>) {

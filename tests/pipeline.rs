@@ -3,27 +3,13 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ezq::{Cause, Inbox, Msg, Outbox, pipeline, worker};
+mod common;
 
-/// Runs `f` on a thread and fails the test if it does not finish in time:
-/// a hang is a bug, and it must show up as a failure, not a stuck run.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => value,
-        Err(_) => match handle.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => panic!("did not finish within {secs} s: a hang"),
-        },
-    }
-}
+use common::within;
+use ezq::{Cause, Inbox, Msg, Outbox, pipeline, worker};
 
 #[worker]
 fn add_one(inbox: Inbox<u64>, outbox: Outbox<u64>) {
