@@ -173,11 +173,8 @@ port_tuples! {
 }
 
 type MakeChannel = fn(Capacity, Option<usize>, bool) -> Box<dyn Any + Send>;
-type MakeSource = fn(
-    &(dyn Any + Send),
-    &Arc<Control>,
-    usize,
-) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
+type MakeSource =
+    fn(&(dyn Any + Send), &Arc<Control>) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
 type MakeEnd = fn(&(dyn Any + Send)) -> Arc<dyn QueueEnd>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
@@ -245,7 +242,6 @@ fn channel_of<T: 'static>(channel: &(dyn Any + Send)) -> &Channel<T> {
 fn make_source<T: Send + 'static>(
     channel: &(dyn Any + Send),
     control: &Arc<Control>,
-    readers: usize,
 ) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>) {
     let c = channel_of::<T>(channel);
     let shared = SourceEnd::new(
@@ -253,7 +249,6 @@ fn make_source<T: Send + 'static>(
         c.batcher(true),
         Arc::clone(&c.shared),
         Arc::clone(control),
-        readers,
     );
     (Arc::new(Arc::clone(&shared)), shared)
 }
@@ -476,8 +471,7 @@ impl Graph {
         let sources = (self.queues.iter().enumerate())
             .map(|(i, q)| {
                 (!produced[i]).then(|| {
-                    let (typed, control_end) =
-                        (q.make_source)(channels[i].as_ref(), &control, readers[i]);
+                    let (typed, control_end) = (q.make_source)(channels[i].as_ref(), &control);
                     source_controls.push(control_end);
                     typed
                 })

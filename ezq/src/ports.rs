@@ -29,6 +29,12 @@ pub(crate) struct QueueShared<T> {
     /// here for the queue's other readers.
     stash: Mutex<Vec<Msg<T>>>,
     has_stash: Padded<AtomicBool>,
+    /// Inboxes that have neither seen an END nor gone away, and the ENDs
+    /// taken so far: a source ends by sending ENDs until every such inbox
+    /// has one coming, and no more, so that readers that died or returned
+    /// early cannot leave it waiting on a full queue.
+    awaiting_end: AtomicUsize,
+    ends_taken: AtomicUsize,
 }
 
 impl<T> QueueShared<T> {
@@ -37,6 +43,8 @@ impl<T> QueueShared<T> {
             counters: Padded::default(),
             stash: Mutex::new(Vec::new()),
             has_stash: Padded::default(),
+            awaiting_end: AtomicUsize::new(0),
+            ends_taken: AtomicUsize::new(0),
         })
     }
 
@@ -230,6 +238,7 @@ impl<T> Inbox<T> {
         queue: Arc<QueueShared<T>>,
         ctx: Arc<Replica>,
     ) -> Self {
+        queue.awaiting_end.fetch_add(1, Ordering::AcqRel);
         Inbox {
             rx,
             block: Vec::new().into_iter(),
@@ -296,7 +305,7 @@ impl<T> Inbox<T> {
             Some(msg) => msg,
             None => {
                 if self.ctx.control.is_cancelled() {
-                    self.done = true;
+                    self.stop_reading();
                     return None;
                 }
                 // Even after the END: what other readers put back.
@@ -318,10 +327,23 @@ impl<T> Inbox<T> {
                 self.block = block.into_iter();
                 self.buffered()
             }
-            Some(Item::End) | None => {
-                self.done = true;
+            Some(Item::End) => {
+                self.queue.ends_taken.fetch_add(1, Ordering::AcqRel);
+                self.stop_reading();
                 self.buffered()
             }
+            None => {
+                self.stop_reading();
+                self.buffered()
+            }
+        }
+    }
+
+    /// The queue has ended for this inbox: it needs no END any more.
+    fn stop_reading(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.queue.awaiting_end.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -374,6 +396,7 @@ impl<T> Inbox<T> {
 
 impl<T> Drop for Inbox<T> {
     fn drop(&mut self) {
+        self.stop_reading();
         let rest = std::mem::take(&mut self.block);
         if rest.len() > 0 {
             self.queue.stash(rest);
@@ -583,8 +606,7 @@ pub(crate) struct SourceEnd<T> {
     queue: Arc<QueueShared<T>>,
     control: Arc<Control>,
     ended: AtomicBool,
-    /// One END per consumer replica: each stops at its first.
-    readers: usize,
+    /// ENDs sent so far (see [`QueueShared::awaiting_end`]).
     ends_sent: AtomicUsize,
     /// Orders below this fit in the reorder window without a look at it.
     window_ok_below: AtomicU64,
@@ -596,7 +618,6 @@ impl<T: Send + 'static> SourceEnd<T> {
         batch: Option<Arc<Batcher<T>>>,
         queue: Arc<QueueShared<T>>,
         control: Arc<Control>,
-        readers: usize,
     ) -> Arc<Self> {
         Arc::new(SourceEnd {
             tx,
@@ -604,7 +625,6 @@ impl<T: Send + 'static> SourceEnd<T> {
             queue,
             control,
             ended: AtomicBool::new(false),
-            readers,
             ends_sent: AtomicUsize::new(0),
             window_ok_below: AtomicU64::new(0),
         })
@@ -620,34 +640,43 @@ impl<T: Send + 'static> SourceEnd<T> {
         if !self.ended.swap(true, Ordering::AcqRel) {
             self.flush();
         }
-        while self.ends_sent.load(Ordering::Acquire) < self.readers {
-            let sent = match deadline {
-                None => self.tx.send(Item::End).map_err(|_| false),
-                Some(deadline) => self
-                    .tx
-                    .send_deadline(Item::End, deadline)
-                    .map_err(|e| e.is_disconnected()),
-            };
-            match sent {
+        while self.ends_needed() > 0 {
+            // A reader may go away while this waits for room: look again
+            // every few milliseconds.
+            let slice = Instant::now() + Duration::from_millis(5);
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match self.tx.send_deadline(Item::End, until) {
                 Ok(()) => {
                     self.ends_sent.fetch_add(1, Ordering::AcqRel);
                 }
                 // Every reader is gone: nobody needs an END.
-                Err(true) | Err(false) if deadline.is_none() => return true,
-                Err(true) => return true,
-                Err(false) => return false,
+                Err(e) if e.is_disconnected() => return true,
+                Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return false,
+                Err(_) => {}
             }
         }
         true
     }
 
+    /// Readers still waiting for an END that is not in the queue yet.
+    fn ends_needed(&self) -> usize {
+        let queue = &self.queue;
+        let in_queue = (self.ends_sent.load(Ordering::Acquire))
+            .saturating_sub(queue.ends_taken.load(Ordering::Acquire));
+        queue
+            .awaiting_end
+            .load(Ordering::Acquire)
+            .saturating_sub(in_queue)
+    }
+
     /// Wakes readers waiting on an empty queue after a cancel, without
     /// ever waiting itself.
     pub(crate) fn nudge(&self) {
-        for _ in 0..self.readers {
+        for _ in 0..self.ends_needed() {
             if self.tx.try_send(Item::End).is_err() {
                 break;
             }
+            self.ends_sent.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the behaviour tests.
 
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
@@ -14,9 +14,12 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(value) => value,
-        Err(_) => match handle.join() {
+        // It panicked before sending: re-raise its own panic.
+        Err(RecvTimeoutError::Disconnected) => match handle.join() {
             Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => panic!("did not finish within {secs} s: a hang"),
+            Ok(()) => unreachable!("a thread that returned sent its value"),
         },
+        // Still running: fail now, and leave the stuck thread behind.
+        Err(RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: a hang"),
     }
 }
