@@ -14,34 +14,17 @@ use std::fmt;
 use std::io::Write as _;
 use std::panic;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, mpsc};
+use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::within;
 use ezq::{Capacity, Cause, Either, Graph, Inbox, Msg, Outbox, QueueRef};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-
-/// Runs `f` on a thread and fails if it does not finish in time. On a
-/// hang, the stuck thread is left behind (joining it would hang the test).
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: a hang"),
-    }
-}
 
 /// Cases per property: 500, or `EZQ_SOAK`.
 fn cases() -> u32 {

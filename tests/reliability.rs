@@ -6,31 +6,14 @@
 use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ezq::{Capacity, Cause, Graph, Inbox, Monitor, Msg, Outbox, pipeline, worker};
+mod common;
 
-/// Runs `f` on a thread and fails if it does not finish in time. On a
-/// hang, the stuck thread is left behind (joining it would hang the test).
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: a hang"),
-    }
-}
+use common::within;
+use ezq::{Capacity, Cause, Graph, Inbox, Monitor, Msg, Outbox, pipeline, worker};
 
 /// The text of a panic payload.
 fn payload_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
