@@ -151,22 +151,21 @@ impl<T: Send + 'static> Flush for Batcher<T> {
 
 /// Sends `item`, timing the wait if the queue is full. `Err` if every
 /// reader is gone.
-fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, ctx: Option<&Replica>) -> Result<(), Item<T>> {
+fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, replica: &Replica) -> Result<(), Item<T>> {
     match tx.try_send(item) {
         Ok(()) => Ok(()),
         Err(TrySendError::Disconnected(item)) => Err(item),
         Err(TrySendError::Full(item)) => {
             let start = Instant::now();
             let sent = tx.send(item).map_err(|e| e.into_inner());
-            if let Some(ctx) = ctx {
-                ctx.counters.add_wait(start.elapsed());
-            }
+            replica.counters.add_wait(start.elapsed());
             sent
         }
     }
 }
 
-/// The first message of an item that failed to send, to hand back.
+/// The message to hand back from an item that failed to send: for a
+/// block, its last message, the one whose `put` sent the block.
 fn first_msg<T>(item: Item<T>) -> Option<Msg<T>> {
     match item {
         Item::Msg(msg) => Some(msg),
@@ -561,7 +560,7 @@ impl<T: Send + 'static> Outbox<T> {
                 Some(block) => Item::Batch(Box::new(block)),
             },
         };
-        send(&self.tx, item, Some(&self.ctx))
+        send(&self.tx, item, &self.ctx)
             .map_err(|item| Disconnected(first_msg(item).expect("an outbox sends messages")))
     }
 
