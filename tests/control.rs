@@ -134,6 +134,33 @@ fn double(x: u64) -> u64 {
 }
 
 #[test]
+fn a_source_fed_from_several_threads_counts_every_put() {
+    // The first thread to put counts without shared writes; the others
+    // add directly: the totals must still be exact.
+    let stats = within(10, || {
+        let p = pipeline! { numbers -> double -> out; };
+        thread::scope(|s| {
+            for t in 0..3u64 {
+                let numbers = &p.numbers;
+                s.spawn(move || {
+                    for i in 0..1_000 {
+                        numbers.put(t * 1_000 + i);
+                    }
+                });
+            }
+        });
+        // One more, from this thread, after the others are done.
+        p.numbers.put(0);
+        p.numbers.end();
+        assert_eq!(p.out.iter().count(), 3_001);
+        let monitor = p.monitor();
+        p.join().unwrap();
+        monitor.stats()
+    });
+    assert_eq!((stats.queues[0].put, stats.queues[0].taken), (3_001, 3_001));
+}
+
+#[test]
 fn stats_count_every_queue_and_replica() {
     let stats = within(10, || {
         let p = pipeline! { numbers -> double * 3 -> doubled[batch 64] -> double -> out; };

@@ -202,7 +202,7 @@ pub(crate) struct LocalCount {
 
 impl LocalCount {
     /// How many local counts make a flush.
-    const EVERY: u64 = 256;
+    pub(crate) const EVERY: u64 = 256;
 
     /// Counts one; true when it is time to flush.
     #[inline]
