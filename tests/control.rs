@@ -178,6 +178,18 @@ fn stats_count_every_queue_and_replica() {
     });
     let names: Vec<_> = stats.queues.iter().map(|q| q.name.as_str()).collect();
     assert_eq!(names, ["numbers", "doubled", "out"]);
+    let shape: Vec<_> = (stats.queues.iter())
+        .map(|q| (q.capacity, q.readers.clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (Some(1024), vec!["double".to_string()]),
+            (Some(1024), vec!["double".to_string()]),
+            (None, vec![]),
+        ],
+        "capacities and readers: a sink is unbounded and read by nobody"
+    );
     for q in &stats.queues {
         assert_eq!((q.put, q.taken), (10_000, 10_000), "{}", q.name);
     }

@@ -180,6 +180,24 @@ fn on_a_terminal_it_draws() {
         assert!(stdout.contains(line), "`{line}` was not drawn: {stdout}");
     }
     assert!(stdout.contains("✔ adder"), "{stdout}");
+    // Each stage's line ends with its input queue's fill: exact (no `~`)
+    // and empty once every worker has finished.
+    for (stage, input) in [
+        ("slow_double", "in numbers 0/1024"),
+        ("adder", "in doubled 0/1024"),
+    ] {
+        // Frames are separated by carriage returns and cursor moves (now
+        // stripped): a line runs to the next mark.
+        let mark = format!("✔ {stage}");
+        let start = stdout.rfind(&mark).expect("a final line");
+        let line = &stdout[start + mark.len()..];
+        let line = &line[..line.find(['\r', '\n', '✔']).unwrap_or(line.len())];
+        let rest = line.find(input).map(|at| &line[at + input.len()..]);
+        assert!(
+            rest.is_some_and(|rest| rest.is_empty() || rest.starts_with(' ')),
+            "{stage}'s final line should show `{input}`: {line:?}"
+        );
+    }
     assert!(
         !stdout.contains("· "),
         "no stage was left running: {stdout}"

@@ -33,6 +33,18 @@ pub enum Capacity {
     Unbounded,
 }
 
+impl Capacity {
+    /// The most messages a queue holds; `None` if unbounded.
+    fn messages(self, sink: bool) -> Option<usize> {
+        match self {
+            Capacity::Default if sink => None,
+            Capacity::Default => Some(DEFAULT_CAPACITY),
+            Capacity::Bounded(n) => Some(n),
+            Capacity::Unbounded => None,
+        }
+    }
+}
+
 /// A typed reference to one queue of a [`Graph`], to wire it to workers.
 pub struct QueueRef<T> {
     index: usize,
@@ -211,12 +223,7 @@ fn make_channel<T: Send + 'static>(
     block: Option<usize>,
     sink: bool,
 ) -> Box<dyn Any + Send> {
-    let messages = match capacity {
-        Capacity::Default if sink => None,
-        Capacity::Default => Some(DEFAULT_CAPACITY),
-        Capacity::Bounded(n) => Some(n),
-        Capacity::Unbounded => None,
-    };
+    let messages = capacity.messages(sink);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
     let (tx, rx) = match slots {
@@ -455,10 +462,14 @@ impl Graph {
         let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);
         let mut readers = vec![0; self.queues.len()];
+        let mut reader_names = vec![Vec::new(); self.queues.len()];
         let mut produced = vec![false; self.queues.len()];
         for w in &self.workers {
             for &q in &w.inputs {
                 readers[q] += w.replicas;
+                if !reader_names[q].contains(&w.name) {
+                    reader_names[q].push(w.name.clone());
+                }
             }
             for &q in &w.outputs {
                 produced[q] = true;
@@ -477,10 +488,11 @@ impl Graph {
                 })
             })
             .collect();
-        let queue_ends = (self.queues.iter().enumerate())
-            .map(|(i, q)| QueueInfo {
+        let queue_ends = (self.queues.iter().zip(reader_names).enumerate())
+            .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
-                sink: readers[i] == 0,
+                capacity: q.capacity.messages(readers.is_empty()),
+                readers,
                 end: (q.make_end)(channels[i].as_ref()),
             })
             .collect();

@@ -135,11 +135,13 @@
 //! ## 5. Statistics
 //!
 //! [`Pipeline::stats`] (or a [`Monitor`] on another thread) counts, for each
-//! queue, the messages put and taken and its high-water mark, and for each
-//! worker replica the messages processed and the time spent busy and
-//! waiting. Counting is local to each worker and shared every 256
-//! messages, so it is always on. With the `progress` feature, `Progress`
-//! draws it live on a terminal; with the `tracing` feature, each worker
+//! queue, the messages put and taken, its high-water mark, its capacity
+//! and the workers reading it, and for each worker replica the messages
+//! processed and the time spent busy and waiting. Counting is local to each
+//! worker and shared every 256 messages, so it is always on (the benchmark
+//! measures no cost above its noise). With the `progress` feature,
+//! `Progress` draws it live on a terminal, a line per worker with its input
+//! queues' fill; with the `tracing` feature, each worker
 //! replica runs in a `tracing` span. [`Pipeline::dot`] and
 //! [`Pipeline::mermaid`] draw the graph.
 #![forbid(unsafe_code)]

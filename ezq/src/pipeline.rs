@@ -4,12 +4,13 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
 use crate::ports::{QueueShared, SourceEnd};
-use crate::stats::{QueueCounters, ReplicaCounters, Stats};
+use crate::stats::{QueueCounters, QueueStats, ReplicaCounters, Stats};
 use crate::worker::{Error, failure};
 
 /// A source as the pipeline sees it, whatever its message type.
@@ -45,8 +46,28 @@ impl<T: Send> QueueEnd for QueueShared<T> {
 /// One queue, as the pipeline's statistics see it.
 pub(crate) struct QueueInfo {
     pub(crate) name: String,
-    pub(crate) sink: bool,
+    pub(crate) capacity: Option<usize>,
+    /// The workers reading the queue; none for a sink.
+    pub(crate) readers: Vec<String>,
     pub(crate) end: Arc<dyn QueueEnd>,
+}
+
+impl QueueInfo {
+    fn is_sink(&self) -> bool {
+        self.readers.is_empty()
+    }
+
+    fn stats(&self) -> QueueStats {
+        let counters = self.end.counters();
+        QueueStats {
+            name: self.name.clone(),
+            put: counters.put.load(Ordering::Relaxed),
+            taken: counters.taken.load(Ordering::Relaxed),
+            high_water: counters.high_water.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            readers: self.readers.clone(),
+        }
+    }
 }
 
 /// One worker replica's thread.
@@ -98,9 +119,7 @@ impl Monitor {
     /// Counters of every queue and every worker replica, now.
     pub fn stats(&self) -> Stats {
         Stats {
-            queues: (self.queues.iter())
-                .map(|q| q.end.counters().snapshot(&q.name))
-                .collect(),
+            queues: (self.queues.iter()).map(QueueInfo::stats).collect(),
             workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
         }
     }
@@ -113,8 +132,8 @@ impl Monitor {
     /// Messages put into the queues (sinks aside) and never taken.
     fn unread(&self) -> u64 {
         (self.queues.iter())
-            .filter(|q| !q.sink)
-            .map(|q| q.end.counters().snapshot("").len())
+            .filter(|q| !q.is_sink())
+            .map(|q| q.end.counters().len())
             .sum()
     }
 }

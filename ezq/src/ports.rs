@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 use crate::Msg;
 use crate::control::{self, Control, Flush, Replica};
 use crate::queue::Item;
-use crate::stats::{LocalCount, Padded, QueueCounters};
+use crate::stats::{COUNTING, LocalCount, Padded, QueueCounters, timed};
 use crate::worker::stop_worker;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -156,10 +156,7 @@ fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, replica: &Replica) -> Result<(),
         Ok(()) => Ok(()),
         Err(TrySendError::Disconnected(item)) => Err(item),
         Err(TrySendError::Full(item)) => {
-            let start = Instant::now();
-            let sent = tx.send(item).map_err(|e| e.into_inner());
-            replica.counters.add_wait(start.elapsed());
-            sent
+            timed(&replica.counters, || tx.send(item)).map_err(|e| e.into_inner())
         }
     }
 }
@@ -262,10 +259,7 @@ impl<T> Inbox<T> {
                 Err(TryRecvError::Disconnected) => None,
                 Err(TryRecvError::Empty) => {
                     control::flush_unsent();
-                    let start = Instant::now();
-                    let item = self.rx.recv().ok();
-                    self.ctx.counters.add_wait(start.elapsed());
-                    item
+                    timed(&self.ctx.counters, || self.rx.recv()).ok()
                 }
             };
             if let Some(msg) = self.accept(item) {
@@ -566,6 +560,9 @@ impl<T: Send + 'static> Outbox<T> {
 
     #[inline]
     fn count(&self) {
+        if !COUNTING {
+            return;
+        }
         let n = self.put.get() + 1;
         if n >= 256 {
             self.flush_count(n);
@@ -703,6 +700,9 @@ impl<T: Send + 'static> SourceEnd<T> {
     /// Counts one message put; a batched source counts as blocks leave.
     #[inline]
     fn count_unbatched(&self) {
+        if !COUNTING {
+            return;
+        }
         let me = control::thread_number();
         let owner = self.owner.load(Ordering::Relaxed);
         let owned = owner == me
@@ -896,17 +896,23 @@ impl<T> Sink<T> {
         let mut block = lock(&self.block);
         loop {
             if let Some(msg) = block.next() {
-                self.queue.counters.taken.fetch_add(1, Ordering::Relaxed);
+                self.count();
                 return Some(msg);
             }
             match take(&self.rx)? {
                 Item::Msg(msg) => {
-                    self.queue.counters.taken.fetch_add(1, Ordering::Relaxed);
+                    self.count();
                     return Some(msg);
                 }
                 Item::Batch(b) => *block = b.into_iter(),
                 Item::End => return None,
             }
+        }
+    }
+
+    fn count(&self) {
+        if COUNTING {
+            self.queue.counters.taken.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -20,12 +20,19 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Draws a pipeline's progress on stderr while it runs: one line per worker
 /// (its replicas together) with the messages it took, its throughput over
-/// the last second, how many of its replicas still run and how busy they
-/// are, then one line per queue with the messages waiting in it.
+/// the last second, how many of its replicas still run, how busy they are
+/// and how full its input queues are; then one line per sink (a queue the
+/// caller reads) with the messages waiting in it.
+///
+/// ```text
+/// ⠙ tokenize   2/2 running     412160 msgs   184.2k/s      busy  97%  in files ~3/1024
+/// ⠙ merge      1/1 running     187904 msgs   118.5k/s      busy  61%  in counts ~1021/1024
+///   top        queue                   0 waiting   high 0
+/// ```
 ///
 /// The counts are those of [`Stats`], so while workers run they lag by up
-/// to 256 messages per replica: a queue's count waiting is marked `~` as
-/// an estimate until every worker has finished. A worker's wait is counted
+/// to 256 messages per replica: a queue's fill is marked `~` as an
+/// estimate until every worker has finished. A worker's wait is counted
 /// when it ends, so a replica blocked for long shows as busy meanwhile.
 ///
 /// The display is drawn only when stderr is a terminal; otherwise no thread
@@ -184,7 +191,8 @@ fn draw(monitor: &Monitor, stop: &Receiver<()>, multi: MultiProgress) {
 /// The bars, and the recent counts that the throughput is measured on.
 struct Display {
     stages: Vec<Stage>,
-    queues: Vec<ProgressBar>,
+    /// The sinks' lines, with their indices in [`Stats::queues`].
+    sinks: Vec<(usize, ProgressBar)>,
     /// (when, messages taken by each stage), over the last [`RATE_WINDOW`].
     samples: VecDeque<(Instant, Vec<u64>)>,
 }
@@ -238,18 +246,20 @@ impl Display {
                 done: false,
             })
             .collect();
-        let queues = (stats.queues.iter())
-            .map(|q| {
-                multi.add(
+        let sinks = (stats.queues.iter().enumerate())
+            .filter(|(_, q)| q.readers.is_empty())
+            .map(|(i, q)| {
+                let bar = multi.add(
                     ProgressBar::new_spinner()
                         .with_style(queue_style.clone())
                         .with_prefix(format!("{:<width$}", q.name)),
-                )
+                );
+                (i, bar)
             })
             .collect();
         Display {
             stages,
-            queues,
+            sinks,
             samples: VecDeque::new(),
         }
     }
@@ -268,15 +278,20 @@ impl Display {
         }
         let (since, base) = &self.samples[0];
         let span = (now - *since).as_secs_f64();
+        // While workers run, `put` and `taken` each lag by up to 255 per
+        // producer or consumer: the count waiting is only an estimate (it
+        // may even exceed the queue's capacity), and says so.
+        let about = if finished { "" } else { "~" };
         for (i, (stage, t)) in self.stages.iter_mut().zip(&totals).enumerate() {
             if stage.done {
                 continue;
             }
             let busy = percent(t.busy, t.busy + t.waiting);
+            let inputs = input_fill(stats, &stage.name, about);
             if t.running == 0 {
                 let rate = per_sec(t.processed, t.lifetime.as_secs_f64());
                 stage.bar.finish_with_message(format!(
-                    "{:<11} {:>10} msgs {:>8}/s avg  busy {busy:>3.0}%",
+                    "{:<11} {:>10} msgs {:>8}/s avg  busy {busy:>3.0}%{inputs}",
                     "done", t.processed, rate
                 ));
                 stage.done = true;
@@ -284,16 +299,13 @@ impl Display {
                 let rate = per_sec(t.processed.saturating_sub(base[i]), span);
                 let running = format!("{}/{} running", t.running, t.replicas);
                 stage.bar.set_message(format!(
-                    "{running:<11} {:>10} msgs {rate:>8}/s      busy {busy:>3.0}%",
+                    "{running:<11} {:>10} msgs {rate:>8}/s      busy {busy:>3.0}%{inputs}",
                     t.processed
                 ));
             }
         }
-        // While workers run, `put` and `taken` each lag by up to 255 per
-        // producer or consumer: the count waiting is only an estimate (it
-        // may even exceed the queue's capacity), and says so.
-        let about = if finished { "" } else { "~" };
-        for (bar, q) in self.queues.iter().zip(&stats.queues) {
+        for (i, bar) in &self.sinks {
+            let q = &stats.queues[*i];
             bar.set_message(format!(
                 "{:<11} {:>10} waiting   high {}",
                 "queue",
@@ -305,7 +317,8 @@ impl Display {
         for stage in self.stages.iter().filter(|s| !s.done) {
             stage.bar.tick();
         }
-        if let Some(bar) = self.queues.last().or(self.stages.last().map(|s| &s.bar)) {
+        let sinks = self.sinks.last().map(|(_, bar)| bar);
+        if let Some(bar) = sinks.or(self.stages.last().map(|s| &s.bar)) {
             bar.force_draw();
         }
     }
@@ -318,7 +331,7 @@ impl Display {
             stage.bar.set_style(stopped.clone());
             stage.bar.abandon();
         }
-        for bar in &self.queues {
+        for (_, bar) in &self.sinks {
             bar.finish();
         }
     }
@@ -336,6 +349,27 @@ fn totals(stats: &Stats, name: &str) -> Totals {
         t.lifetime = t.lifetime.max(w.busy + w.waiting);
     }
     t
+}
+
+/// How full the queues that `worker` reads are: `  in numbers ~12/1024`,
+/// the count prefixed with `about` (`~` while it is an estimate) and at
+/// most the capacity.
+fn input_fill(stats: &Stats, worker: &str, about: &str) -> String {
+    let mut text = String::new();
+    for q in stats
+        .queues
+        .iter()
+        .filter(|q| q.readers.iter().any(|r| r == worker))
+    {
+        let sep = if text.is_empty() { "  in " } else { ", " };
+        // An estimate may run past the capacity; the queue cannot.
+        let (len, capacity) = match q.capacity {
+            Some(c) => (q.len().min(c as u64), format!("/{c}")),
+            None => (q.len(), String::new()),
+        };
+        text += &format!("{sep}{} {about}{len}{capacity}", q.name);
+    }
+    text
 }
 
 /// `part` in percent of `whole`, 0 for nothing.

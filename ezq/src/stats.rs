@@ -30,6 +30,11 @@ pub struct QueueStats {
     pub taken: u64,
     /// The most messages seen waiting in it at once (sampled).
     pub high_water: usize,
+    /// How many messages it holds at most; `None` if unbounded.
+    pub capacity: Option<usize>,
+    /// The workers that read it, each named once; empty for a sink, which
+    /// the pipeline's caller reads.
+    pub readers: Vec<String>,
 }
 
 impl QueueStats {
@@ -106,6 +111,24 @@ impl fmt::Display for Stats {
     }
 }
 
+/// Whether the statistics are kept: always, but for a build with
+/// `--cfg ezq_no_stats`, which exists only to measure what they cost
+/// (`benches/stats-cost.sh`).
+pub(crate) const COUNTING: bool = !cfg!(ezq_no_stats);
+
+/// Runs `wait` (a call that may block), adding the time it took to the
+/// replica's waiting time.
+#[inline]
+pub(crate) fn timed<R>(counters: &ReplicaCounters, wait: impl FnOnce() -> R) -> R {
+    if !COUNTING {
+        return wait();
+    }
+    let start = Instant::now();
+    let result = wait();
+    counters.add_wait(start.elapsed());
+    result
+}
+
 /// A value on a cache line of its own, so that threads writing it do not
 /// slow down threads reading its neighbours (128 bytes: the prefetcher of
 /// recent x86 cores pulls lines in pairs).
@@ -130,13 +153,10 @@ pub(crate) struct QueueCounters {
 }
 
 impl QueueCounters {
-    pub(crate) fn snapshot(&self, name: &str) -> QueueStats {
-        QueueStats {
-            name: name.to_owned(),
-            put: self.put.load(Ordering::Relaxed),
-            taken: self.taken.load(Ordering::Relaxed),
-            high_water: self.high_water.load(Ordering::Relaxed),
-        }
+    /// Messages put and not taken, as far as the counters know.
+    pub(crate) fn len(&self) -> u64 {
+        let put = self.put.load(Ordering::Relaxed);
+        put.saturating_sub(self.taken.load(Ordering::Relaxed))
     }
 }
 
@@ -207,6 +227,9 @@ impl LocalCount {
     /// Counts one; true when it is time to flush.
     #[inline]
     pub(crate) fn bump(&mut self) -> bool {
+        if !COUNTING {
+            return false;
+        }
         self.pending += 1;
         self.pending >= Self::EVERY
     }
