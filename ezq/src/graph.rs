@@ -461,14 +461,12 @@ impl Graph {
     pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
         let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);
-        let mut readers = vec![0; self.queues.len()];
-        let mut reader_names = vec![Vec::new(); self.queues.len()];
+        let mut readers = vec![Vec::new(); self.queues.len()];
         let mut produced = vec![false; self.queues.len()];
         for w in &self.workers {
             for &q in &w.inputs {
-                readers[q] += w.replicas;
-                if !reader_names[q].contains(&w.name) {
-                    reader_names[q].push(w.name.clone());
+                if !readers[q].contains(&w.name) {
+                    readers[q].push(w.name.clone());
                 }
             }
             for &q in &w.outputs {
@@ -476,7 +474,7 @@ impl Graph {
             }
         }
         let channels: Vec<_> = (self.queues.iter().zip(&readers))
-            .map(|(q, &n)| (q.make)(q.capacity, q.block, n == 0))
+            .map(|(q, names)| (q.make)(q.capacity, q.block, names.is_empty()))
             .collect();
         let mut source_controls = Vec::new();
         let sources = (self.queues.iter().enumerate())
@@ -488,7 +486,7 @@ impl Graph {
                 })
             })
             .collect();
-        let queue_ends = (self.queues.iter().zip(reader_names).enumerate())
+        let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
                 capacity: q.capacity.messages(readers.is_empty()),

@@ -133,7 +133,7 @@ impl Monitor {
     fn unread(&self) -> u64 {
         (self.queues.iter())
             .filter(|q| !q.is_sink())
-            .map(|q| q.end.counters().len())
+            .map(|q| q.stats().len())
             .sum()
     }
 }

@@ -25,9 +25,10 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// caller reads) with the messages waiting in it.
 ///
 /// ```text
-/// ⠙ tokenize   2/2 running     412160 msgs   184.2k/s      busy  97%  in files ~3/1024
-/// ⠙ merge      1/1 running     187904 msgs   118.5k/s      busy  61%  in counts ~1021/1024
-///   top        queue                   0 waiting   high 0
+/// ⠸ walker   1/1 running          0 msgs        0/s      busy  12%
+/// ⠸ tokenize 2/2 running       3072 msgs    10.1k/s      busy  99%  in paths ~1024/1024
+/// ⠸ merge    1/1 running       2816 msgs     9295/s      busy  68%  in counts ~256/1024
+///   top      queue               ~0 waiting   high 0
 /// ```
 ///
 /// The counts are those of [`Stats`], so while workers run they lag by up
@@ -280,7 +281,8 @@ impl Display {
         let span = (now - *since).as_secs_f64();
         // While workers run, `put` and `taken` each lag by up to 255 per
         // producer or consumer: the count waiting is only an estimate (it
-        // may even exceed the queue's capacity), and says so.
+        // may even exceed the queue's capacity, so `input_fill` caps it),
+        // and says so.
         let about = if finished { "" } else { "~" };
         for (i, (stage, t)) in self.stages.iter_mut().zip(&totals).enumerate() {
             if stage.done {

@@ -152,14 +152,6 @@ pub(crate) struct QueueCounters {
     pub(crate) high_water: AtomicUsize,
 }
 
-impl QueueCounters {
-    /// Messages put and not taken, as far as the counters know.
-    pub(crate) fn len(&self) -> u64 {
-        let put = self.put.load(Ordering::Relaxed);
-        put.saturating_sub(self.taken.load(Ordering::Relaxed))
-    }
-}
-
 /// The shared counters of one worker replica.
 pub(crate) struct ReplicaCounters {
     pub(crate) name: Arc<str>,
