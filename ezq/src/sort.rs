@@ -1,7 +1,7 @@
 //! The reorder buffer: [`sortiter`].
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use crate::Msg;
 use crate::control;
@@ -9,9 +9,11 @@ use crate::control;
 /// Yields messages by `order`, starting at 0 (Python ezq's `sortiter`).
 ///
 /// Streaming: each message comes out as soon as every lower order has come
-/// out. Messages that arrive early wait in a min-heap (O(log k) per message
-/// for k waiting). When the input ends, whatever still waits (after a gap,
-/// a duplicate order, an order below the run) comes out in ascending order:
+/// out. Messages that arrive early wait: within [`NEAR`] orders of the one
+/// awaited, in a ring indexed by order (O(1) per message); further ahead,
+/// or a second message of the same order, in a min-heap (O(log k) for k
+/// waiting). When the input ends, whatever still waits (after a gap, a
+/// duplicate order, an order below the run) comes out in ascending order:
 /// no message is ever lost. Equal orders keep their arrival order.
 ///
 /// Inside a pipeline worker, it also bounds its own buffer: the pipeline's
@@ -51,10 +53,18 @@ where
         input: Some(messages.into_iter()),
         next: start,
         arrivals: 0,
+        near: VecDeque::new(),
+        in_near: 0,
         ahead: BinaryHeap::new(),
         behind: Vec::new(),
     }
 }
+
+/// How far ahead of the order it waits for [`sortiter`] parks messages in
+/// its ring rather than its heap. Pipelines bound how far ahead messages
+/// run ([`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW) orders by default), so
+/// there the ring holds nearly all of them.
+pub const NEAR: u64 = 32 * 1024;
 
 /// The iterator of [`sortiter`].
 pub struct SortIter<I, T> {
@@ -63,7 +73,11 @@ pub struct SortIter<I, T> {
     /// The order that comes out next.
     next: u64,
     arrivals: u64,
-    /// Messages whose order is still to come.
+    /// Early messages less than [`NEAR`] orders ahead: slot `i` holds the
+    /// first to arrive of order `next + i`.
+    near: VecDeque<Option<Parked<T>>>,
+    in_near: usize,
+    /// Other messages whose order is still to come.
     ahead: BinaryHeap<Reverse<Parked<T>>>,
     /// Messages whose order was passed already (duplicates, orders below
     /// the start): they can only come out in the final flush.
@@ -73,44 +87,77 @@ pub struct SortIter<I, T> {
 impl<I, T> SortIter<I, T> {
     /// How many messages wait for a lower order to arrive.
     pub fn parked(&self) -> usize {
-        self.ahead.len() + self.behind.len()
+        self.in_near + self.ahead.len() + self.behind.len()
     }
 
     /// Moves on to the next order. Inside a pipeline, tells its sources
     /// every so often, so that they stay within the reorder window.
     #[inline]
     fn advance(&mut self) {
+        // The ring's first slot is the order just passed: a message still
+        // in it lost to an earlier arrival of the same order in the heap.
+        if let Some(Some(passed)) = self.near.pop_front() {
+            self.in_near -= 1;
+            self.behind.push(passed);
+        }
         self.next = self.next.wrapping_add(1);
         if self.next % 256 == 0 {
             control::publish_low(self.next);
         }
     }
 
-    /// Pops the heap's top if it is the next order, moving passed orders
-    /// aside on the way.
-    fn pop_ready(&mut self) -> Option<Msg<T>> {
-        while let Some(Reverse(top)) = self.ahead.peek() {
-            match top.msg.order.cmp(&self.next) {
-                Ordering::Greater => return None,
-                Ordering::Equal => {
-                    let Reverse(parked) = self.ahead.pop()?;
-                    self.advance();
-                    return Some(parked.msg);
-                }
-                Ordering::Less => {
-                    let Reverse(parked) = self.ahead.pop()?;
-                    self.behind.push(parked);
-                }
+    /// Parks a message whose order is still to come.
+    fn park_ahead(&mut self, parked: Parked<T>) {
+        let gap = parked.msg.order - self.next;
+        if gap < NEAR {
+            let i = gap as usize;
+            if self.near.len() <= i {
+                self.near.resize_with(i + 1, || None);
+            }
+            if self.near[i].is_none() {
+                self.near[i] = Some(parked);
+                self.in_near += 1;
+                return;
             }
         }
-        None
+        self.ahead.push(Reverse(parked));
+    }
+
+    /// The next order's earliest message, if it has arrived; moves passed
+    /// orders aside on the way.
+    fn pop_ready(&mut self) -> Option<Msg<T>> {
+        while let Some(Reverse(top)) = self.ahead.peek() {
+            if top.msg.order >= self.next {
+                break;
+            }
+            let Reverse(passed) = self.ahead.pop()?;
+            self.behind.push(passed);
+        }
+        let in_heap = (self.ahead.peek()).filter(|Reverse(top)| top.msg.order == self.next);
+        let in_ring = self.near.front().and_then(Option::as_ref);
+        let from_ring = match (in_ring, in_heap) {
+            (None, None) => return None,
+            (Some(ring), Some(Reverse(heap))) => ring.arrival < heap.arrival,
+            (ring, _) => ring.is_some(),
+        };
+        let parked = if from_ring {
+            self.in_near -= 1;
+            self.near.front_mut().and_then(Option::take)?
+        } else {
+            self.ahead.pop()?.0
+        };
+        self.advance();
+        Some(parked.msg)
     }
 
     /// After the input ended: everything left, in ascending (order, arrival).
     fn flush(&mut self) -> Option<Msg<T>> {
-        if !self.behind.is_empty() {
-            // The first call of the flush sorts what was passed, once.
-            self.ahead.extend(self.behind.drain(..).map(Reverse));
+        if self.in_near > 0 || !self.behind.is_empty() {
+            // The first call of the flush sorts what is left, once.
+            self.in_near = 0;
+            let near = self.near.drain(..).flatten();
+            self.ahead
+                .extend(near.chain(self.behind.drain(..)).map(Reverse));
         }
         self.ahead.pop().map(|Reverse(parked)| parked.msg)
     }
@@ -145,7 +192,7 @@ impl<I: Iterator<Item = Msg<T>>, T> Iterator for SortIter<I, T> {
             if parked.msg.order < self.next {
                 self.behind.push(parked);
             } else {
-                self.ahead.push(Reverse(parked));
+                self.park_ahead(parked);
             }
         }
         self.flush()
@@ -208,6 +255,78 @@ mod tests {
         assert_eq!(orders(&[0, 2, 1, 5, 4], 0), [0, 1, 2, 4, 5]);
         assert_eq!(orders(&[0, 1, 1, 2, 0], 0), [0, 1, 2, 0, 1]);
         assert_eq!(orders(&[3, 1, 2, 0], 2), [2, 3, 0, 1]);
+    }
+
+    /// What `sortiter_from` must yield, by brute force: each message as
+    /// soon as its order is the next one (the earliest arrival of that
+    /// order), then everything left by (order, arrival).
+    fn model(input: &[u64], start: u64) -> Vec<(u64, usize)> {
+        let (mut out, mut parked, mut next) = (Vec::new(), Vec::new(), start);
+        for (arrival, &order) in input.iter().enumerate() {
+            parked.push((order, arrival));
+            while let Some(i) = (0..parked.len())
+                .filter(|&i| parked[i].0 == next)
+                .min_by_key(|&i| parked[i].1)
+            {
+                out.push(parked.remove(i));
+                next += 1;
+            }
+        }
+        parked.sort_unstable();
+        out.extend(parked);
+        out
+    }
+
+    #[test]
+    fn ring_and_heap_together_match_the_model() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut random = move |n: u64| {
+            // splitmix64
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        };
+        for case in 0..500 {
+            let start = random(3);
+            let len = 1 + random(60) as usize;
+            // Near orders (the ring), their duplicates (the heap), and
+            // orders past the ring (the heap; the run never reaches them,
+            // the next test does).
+            let input: Vec<u64> = (0..len)
+                .map(|_| match random(10) {
+                    0 => NEAR + random(4),
+                    _ => random(40),
+                })
+                .collect();
+            let msgs = input.iter().enumerate().map(|(a, &o)| Msg::new(a).order(o));
+            let got: Vec<(u64, usize)> = sortiter_from(msgs, start)
+                .map(|m| (m.order, m.data))
+                .collect();
+            assert_eq!(
+                got,
+                model(&input, start),
+                "case {case}: {input:?} from {start}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_order_parked_in_the_heap_first_comes_out_first() {
+        // Order NEAR + 2 arrives first, too far ahead for the ring (heap);
+        // its second copy arrives when the ring reaches it. The first
+        // arrival must come out first, the second in the final flush.
+        let far = NEAR + 2;
+        let mut input = vec![far];
+        input.extend(0..3);
+        input.push(far);
+        input.extend(3..far);
+        let msgs = input.iter().enumerate().map(|(a, &o)| Msg::new(a).order(o));
+        let got: Vec<(u64, usize)> = sortiter(msgs).map(|m| (m.order, m.data)).collect();
+        assert_eq!(got.len(), input.len());
+        assert_eq!(got[got.len() - 2..], [(far, 0), (far, 4)]);
+        assert!(got[..got.len() - 2].iter().map(|g| g.0).eq(0..far));
     }
 
     #[test]
