@@ -99,6 +99,12 @@ const VARIANTS: &[Variant] = &[
         sum: sum_pipeline_batch,
         collatz: collatz_pipeline_batch,
     },
+    Variant {
+        name: "pipeline-writer",
+        baseline: Some("crossbeam-batch"),
+        sum: sum_pipeline_writer,
+        collatz: collatz_pipeline_writer,
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -512,6 +518,11 @@ fn collatz_pipeline(n: u64, w: usize) -> u64 {
 /// Messages per block in both batched variants.
 const BLOCK: usize = 1024;
 
+/// Blocks a hand-batched queue holds: the same room as ezq's batched queue
+/// gets by default. (With room for one block, both sides take turns
+/// waiting, and either version runs several times slower.)
+const BLOCK_SLOTS: usize = ezq::DEFAULT_BLOCKS;
+
 /// A hand-written batching sender: collects messages, sends full blocks.
 struct BlockSender<T> {
     tx: Sender<Vec<T>>,
@@ -542,7 +553,7 @@ impl<T> BlockSender<T> {
 }
 
 fn sum_crossbeam_batch(n: u64, w: usize) -> u64 {
-    let (tx, rx) = bounded::<Vec<Msg<u64>>>(CAP / BLOCK);
+    let (tx, rx) = bounded::<Vec<Msg<u64>>>(BLOCK_SLOTS);
     let (out_tx, out_rx) = bounded::<Msg<u64>>(CAP);
     let workers: Vec<_> = (0..w)
         .map(|_| {
@@ -572,8 +583,8 @@ fn sum_crossbeam_batch(n: u64, w: usize) -> u64 {
 }
 
 fn collatz_crossbeam_batch(n: u64, w: usize) -> u64 {
-    let (tx, rx) = bounded::<Vec<Msg<u64>>>(CAP / BLOCK);
-    let (out_tx, out_rx) = bounded::<Vec<Msg<(u64, u64)>>>(CAP / BLOCK);
+    let (tx, rx) = bounded::<Vec<Msg<u64>>>(BLOCK_SLOTS);
+    let (out_tx, out_rx) = bounded::<Vec<Msg<(u64, u64)>>>(BLOCK_SLOTS);
     let workers: Vec<_> = (0..w)
         .map(|_| {
             let (rx, out_tx) = (rx.clone(), out_tx.clone());
@@ -642,6 +653,40 @@ fn collatz_pipeline_batch(n: u64, w: usize) -> u64 {
     }
     p.read_q.end();
     let result = p.result_q.recv().expect("the printer put no checksum");
+    p.join().expect("a worker failed");
+    let (h, count) = result.data;
+    assert_eq!(count, n);
+    h
+}
+
+// --- 7. pipeline-writer: batched, fed through a `SourceWriter` ---------------
+
+fn sum_pipeline_writer(n: u64, w: usize) -> u64 {
+    let p = pipeline! {
+        in_q[batch BLOCK] -> summer * w -> out_q;
+    };
+    let writer = p.in_q.writer();
+    for i in 0..n {
+        writer.put(i);
+    }
+    p.in_q.end();
+    let total = p.out_q.iter().map(|msg| msg.data).sum();
+    drop(writer);
+    p.join().expect("a summer failed");
+    total
+}
+
+fn collatz_pipeline_writer(n: u64, w: usize) -> u64 {
+    let p = pipeline! {
+        read_q[batch BLOCK] -> collatz * w -> write_q[batch BLOCK] -> printer -> result_q;
+    };
+    let writer = p.read_q.writer();
+    for i in 0..n {
+        writer.put_msg(Msg::new(i).kind(kind_of(i)).order(i));
+    }
+    p.read_q.end();
+    let result = p.result_q.recv().expect("the printer put no checksum");
+    drop(writer);
     p.join().expect("a worker failed");
     let (h, count) = result.data;
     assert_eq!(count, n);

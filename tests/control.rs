@@ -163,7 +163,7 @@ fn a_source_fed_from_several_threads_counts_every_put() {
 #[test]
 fn stats_count_every_queue_and_replica() {
     let stats = within(10, || {
-        let p = pipeline! { numbers -> double * 3 -> doubled[batch 64] -> double -> out; };
+        let p = pipeline! { numbers -> double * 3 -> doubled[batch 512] -> double -> out; };
         for i in 0..10_000u64 {
             p.numbers.put(i);
         }
@@ -185,7 +185,8 @@ fn stats_count_every_queue_and_replica() {
         shape,
         [
             (Some(1024), vec!["double".to_string()]),
-            (Some(1024), vec!["double".to_string()]),
+            // A batched queue's default room: four blocks.
+            (Some(4 * 512), vec!["double".to_string()]),
             (None, vec![]),
         ],
         "capacities and readers: a sink is unbounded and read by nobody"

@@ -2,6 +2,7 @@
 //! the reorder window, and the batches a thread still has to flush.
 
 use std::cell::RefCell;
+use std::rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread;
@@ -107,7 +108,7 @@ thread_local! {
     /// The pipeline whose worker this thread is running, if any.
     static CURRENT: RefCell<Option<Arc<Control>>> = const { RefCell::new(None) };
     /// Batches this thread put and has not sent yet.
-    static UNSENT: RefCell<Vec<Weak<dyn Flush>>> = const { RefCell::new(Vec::new()) };
+    static UNSENT: RefCell<Vec<Unsent>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `body` as a worker of the pipeline `control`.
@@ -153,8 +154,34 @@ pub(crate) fn publish_low(low: u64) {
 }
 
 /// A batch of messages not yet sent.
-pub(crate) trait Flush: Send + Sync {
+pub(crate) trait Flush {
     fn flush(&self);
+}
+
+/// A batch this thread has put messages into, which it flushes before it
+/// waits.
+pub(crate) enum Unsent {
+    /// A batch that any thread may put into (a batched source or outbox).
+    Shared(Weak<dyn Flush + Send + Sync>),
+    /// A batch that only this thread puts into (a
+    /// [`SourceWriter`](crate::SourceWriter)).
+    Local(rc::Weak<dyn Flush>),
+}
+
+impl Unsent {
+    fn is_gone(&self) -> bool {
+        match self {
+            Unsent::Shared(batch) => batch.strong_count() == 0,
+            Unsent::Local(batch) => batch.strong_count() == 0,
+        }
+    }
+
+    fn flush(&self) {
+        match self {
+            Unsent::Shared(batch) => batch.upgrade().map(|b| b.flush()),
+            Unsent::Local(batch) => batch.upgrade().map(|b| b.flush()),
+        };
+    }
 }
 
 /// A number for the current thread, unique in the process (never 0).
@@ -167,10 +194,10 @@ pub(crate) fn thread_number() -> u64 {
 }
 
 /// Remembers that this thread has an unsent batch in `batch`.
-pub(crate) fn remember_unsent(batch: Weak<dyn Flush>) {
+pub(crate) fn remember_unsent(batch: Unsent) {
     UNSENT.with(|u| {
         let mut unsent = u.borrow_mut();
-        unsent.retain(|w| w.strong_count() > 0);
+        unsent.retain(|b| !b.is_gone());
         unsent.push(batch);
     });
 }
@@ -178,9 +205,11 @@ pub(crate) fn remember_unsent(batch: Weak<dyn Flush>) {
 /// Sends every batch this thread has put but not sent: the thread is about
 /// to wait, and no message may be held back while it does.
 pub(crate) fn flush_unsent() {
-    UNSENT.with(|u| {
+    // During thread teardown the registry may be gone, and with it
+    // every writer that was in it.
+    let _ = UNSENT.try_with(|u| {
         // A flush only sends on a channel: it never comes back here.
-        for batch in u.borrow().iter().filter_map(Weak::upgrade) {
+        for batch in u.borrow().iter() {
             batch.flush();
         }
     });

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::block::{BlockTarget, SharedBlock};
 use crate::control::{self, Control, DEFAULT_WINDOW, Replica};
 use crate::pipeline::{Pipeline, QueueEnd, QueueInfo, Running, SourceControl};
-use crate::ports::{Batcher, Inbox, Outbox, QueueShared, Sink, Source, SourceEnd};
+use crate::ports::{Inbox, Outbox, OutboxParts, QueueShared, Sink, Source, SourceEnd};
 use crate::queue::Item;
 use crate::stats::ReplicaCounters;
 use crate::trace;
@@ -21,11 +22,19 @@ use crate::worker::{WorkerResult, spawn_thread};
 /// a fast stage cannot run far ahead of a slow one.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// The fewest blocks a batched queue holds when its capacity is the
+/// default. With room for one block only, producer and consumer take turns
+/// waiting for each other and every block costs two thread wake-ups: on
+/// this project's benchmark machine that made batching 5-10x slower than
+/// with room for a few blocks.
+pub const DEFAULT_BLOCKS: usize = 4;
+
 /// How many messages a queue may hold before its producers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capacity {
-    /// [`DEFAULT_CAPACITY`] for sources and queues between workers;
-    /// unbounded for sinks, which the caller may read at leisure.
+    /// [`DEFAULT_CAPACITY`] for sources and queues between workers (for a
+    /// batched queue, at least [`DEFAULT_BLOCKS`] blocks); unbounded for
+    /// sinks, which the caller may read at leisure.
     Default,
     /// At most this many messages (0 counts as 1: END must fit).
     Bounded(usize),
@@ -34,11 +43,12 @@ pub enum Capacity {
 }
 
 impl Capacity {
-    /// The most messages a queue holds; `None` if unbounded.
-    fn messages(self, sink: bool) -> Option<usize> {
+    /// The most messages a queue holds; `None` if unbounded. `block` is
+    /// the block size of a batched queue.
+    fn messages(self, sink: bool, block: Option<usize>) -> Option<usize> {
         match self {
             Capacity::Default if sink => None,
-            Capacity::Default => Some(DEFAULT_CAPACITY),
+            Capacity::Default => Some(DEFAULT_CAPACITY.max(DEFAULT_BLOCKS * block.unwrap_or(1))),
             Capacity::Bounded(n) => Some(n),
             Capacity::Unbounded => None,
         }
@@ -76,12 +86,13 @@ struct Channel<T> {
 }
 
 impl<T: Send + 'static> Channel<T> {
-    /// A producer's batch, if the queue is batched; a source's (`counted`)
-    /// counts its messages as they leave.
-    fn batcher(&self, counted: bool) -> Option<Arc<Batcher<T>>> {
-        let counts_into = counted.then(|| Arc::clone(&self.shared));
-        self.block
-            .map(|block| Batcher::new(self.tx.clone(), block, counts_into))
+    /// A source's block, if the queue is batched: it counts its messages
+    /// as they leave.
+    fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
+        self.block.map(|block| {
+            let counts_into = Some(Arc::clone(&self.shared));
+            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, counts_into))
+        })
     }
 }
 
@@ -128,13 +139,20 @@ pub trait Inputs {
 }
 
 /// Tuples of [`QueueRef`]s that a worker writes: they open into [`Outbox`]es.
+///
+/// An outbox belongs to its worker's thread (it flushes its block when that
+/// thread waits), so it opens there, from parts made beforehand.
 pub trait Outputs {
     /// The tuple of outboxes.
-    type Open: Send;
+    type Open;
+    /// What the outboxes open from, on the worker's thread.
+    type Parts: Send;
     /// The queues' indices in the graph.
     fn indices(&self) -> Vec<usize>;
-    /// One replica's outboxes.
-    fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open;
+    /// One replica's outboxes, to open on its thread.
+    fn parts(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Parts;
+    /// Opens the outboxes on the current thread.
+    fn open(parts: Self::Parts) -> Self::Open;
 }
 
 macro_rules! port_tuples {
@@ -156,17 +174,23 @@ macro_rules! port_tuples {
         }
         impl<$($t: Send + 'static),*> Outputs for ($(QueueRef<$t>,)*) {
             type Open = ($(Outbox<$t>,)*);
+            type Parts = ($(OutboxParts<$t>,)*);
             fn indices(&self) -> Vec<usize> {
                 let ($($v,)*) = self;
                 vec![$($v.index),*]
             }
             #[allow(unused_variables, clippy::unused_unit)]
-            fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open {
+            fn parts(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Parts {
                 let ($($v,)*) = self;
                 ($({
                     let c = channels.channel(*$v);
-                    Outbox::new(c.tx.clone(), c.batcher(false), Arc::clone(&c.shared), Arc::clone(replica))
+                    OutboxParts::new(c.tx.clone(), c.block, Arc::clone(&c.shared), Arc::clone(replica))
                 },)*)
+            }
+            #[allow(clippy::unused_unit)]
+            fn open(parts: Self::Parts) -> Self::Open {
+                let ($($v,)*) = parts;
+                ($(Outbox::open($v),)*)
             }
         }
     )*};
@@ -223,7 +247,7 @@ fn make_channel<T: Send + 'static>(
     block: Option<usize>,
     sink: bool,
 ) -> Box<dyn Any + Send> {
-    let messages = capacity.messages(sink);
+    let messages = capacity.messages(sink, block);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
     let (tx, rx) = match slots {
@@ -253,7 +277,7 @@ fn make_source<T: Send + 'static>(
     let c = channel_of::<T>(channel);
     let shared = SourceEnd::new(
         c.tx.clone(),
-        c.batcher(true),
+        c.source_block(),
         Arc::clone(&c.shared),
         Arc::clone(control),
     );
@@ -331,7 +355,9 @@ impl Graph {
     /// time (a block is sent when full, when its producer waits for input,
     /// and at the end), and its consumers still see them one by one.
     /// Batching divides the cost of a channel hand-off by the block size;
-    /// the capacity still counts messages.
+    /// the capacity still counts messages, and the queue holds
+    /// `capacity / block` blocks (at least one). Leave room for several
+    /// blocks: [`Capacity::Default`] gives at least [`DEFAULT_BLOCKS`].
     pub fn batched_queue<T: Send + 'static>(
         &mut self,
         name: &str,
@@ -405,10 +431,10 @@ impl Graph {
             open: Box::new(move |channels, replica| {
                 let (i, o) = (
                     inputs.open(channels, replica),
-                    outputs.open(channels, replica),
+                    outputs.parts(channels, replica),
                 );
                 let f = Arc::clone(&f);
-                Box::new(move || f(i, o).into_result())
+                Box::new(move || f(i, O::open(o)).into_result())
             }),
         });
     }
@@ -489,7 +515,7 @@ impl Graph {
         let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
-                capacity: q.capacity.messages(readers.is_empty()),
+                capacity: q.capacity.messages(readers.is_empty(), q.block),
                 readers,
                 end: (q.make_end)(channels[i].as_ref()),
             })

@@ -115,6 +115,11 @@
 //! moves messages in blocks while workers still put and read them one by
 //! one. A block leaves when it is full, when its producer is about to wait
 //! for input, and at END, so an idle pipeline never holds a message back.
+//! By default a batched queue has room for [`DEFAULT_BLOCKS`] blocks.
+//!
+//! A source can be fed from any thread, so its `put` into a batched queue
+//! takes a lock per message; to feed it from one thread without that lock,
+//! put through a [`SourceWriter`] ([`Source::writer`]).
 //!
 //! ```
 //! use ezq::{pipeline, worker};
@@ -149,6 +154,7 @@
 
 extern crate self as ezq;
 
+mod block;
 mod control;
 mod graph;
 mod map;
@@ -160,6 +166,7 @@ mod sort;
 mod stats;
 mod trace;
 mod worker;
+mod writer;
 
 #[cfg(feature = "progress")]
 mod progress;
@@ -169,7 +176,9 @@ pub mod __private;
 
 pub use control::{DEFAULT_WINDOW, Replica, is_cancelled};
 pub use ezq_macros::{pipeline, worker};
-pub use graph::{Capacity, Channels, DEFAULT_CAPACITY, Graph, Inputs, Outputs, QueueRef};
+pub use graph::{
+    Capacity, Channels, DEFAULT_BLOCKS, DEFAULT_CAPACITY, Graph, Inputs, Outputs, QueueRef,
+};
 pub use map::{Map, map, map_with_window};
 pub use msg::{Kind, Msg};
 pub use pipeline::{Monitor, Pipeline, TimedOut};
@@ -177,8 +186,9 @@ pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, S
 #[cfg(feature = "progress")]
 pub use progress::Progress;
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
-pub use sort::{SortIter, sortiter, sortiter_from};
+pub use sort::{REORDER_RING, SortIter, sortiter, sortiter_from};
 pub use stats::{QueueStats, Stats, WorkerStats};
 pub use worker::{
     Cause, Error, Failure, Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named,
 };
+pub use writer::SourceWriter;

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError};
 
 use crate::Msg;
+use crate::SourceWriter;
+use crate::block::{BlockTarget, LocalBlock, SharedBlock};
 use crate::control::{self, Control, Flush, Replica};
 use crate::queue::Item;
 use crate::stats::{COUNTING, LocalCount, Padded, QueueCounters, timed};
@@ -68,87 +71,6 @@ impl<T> QueueShared<T> {
     }
 }
 
-/// The messages a producer has put into a batched queue but not sent yet.
-pub(crate) struct Batcher<T> {
-    tx: Sender<Item<T>>,
-    block: usize,
-    unsent: Mutex<Vec<Msg<T>>>,
-    /// For a source: the queue whose `put` count grows as blocks leave, so
-    /// that putting one message touches no shared counter.
-    counts_into: Option<Arc<QueueShared<T>>>,
-    /// The thread that last put here (see [`control::thread_number`]),
-    /// which flushes this batch before it waits.
-    owner: AtomicU64,
-}
-
-impl<T: Send + 'static> Batcher<T> {
-    pub(crate) fn new(
-        tx: Sender<Item<T>>,
-        block: usize,
-        counts_into: Option<Arc<QueueShared<T>>>,
-    ) -> Arc<Self> {
-        Arc::new(Batcher {
-            tx,
-            counts_into,
-            block: block.max(1),
-            unsent: Mutex::new(Vec::new()),
-            owner: AtomicU64::new(0),
-        })
-    }
-
-    /// Adds a message; returns a full block to send, if this filled one.
-    fn push(self: &Arc<Self>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
-        let me = control::thread_number();
-        if self.owner.load(Ordering::Relaxed) != me {
-            self.owner.store(me, Ordering::Relaxed);
-            let weak = Arc::downgrade(self);
-            control::remember_unsent(weak);
-        }
-        let mut unsent = lock(&self.unsent);
-        if unsent.capacity() == 0 {
-            unsent.reserve_exact(self.block);
-        }
-        unsent.push(msg);
-        if unsent.len() < self.block {
-            return None;
-        }
-        let full = std::mem::replace(&mut *unsent, Vec::with_capacity(self.block));
-        drop(unsent);
-        self.count(full.len());
-        Some(full)
-    }
-}
-
-impl<T> Batcher<T> {
-    /// The unsent messages, now counted as put.
-    fn take(&self) -> Vec<Msg<T>> {
-        let block = std::mem::take(&mut *lock(&self.unsent));
-        self.count(block.len());
-        block
-    }
-
-    fn count(&self, n: usize) {
-        if let (Some(queue), true) = (&self.counts_into, n > 0) {
-            queue.counters.put.fetch_add(n as u64, Ordering::Relaxed);
-            let waiting = self.tx.len() * self.block;
-            queue
-                .counters
-                .high_water
-                .fetch_max(waiting, Ordering::Relaxed);
-        }
-    }
-}
-
-impl<T: Send + 'static> Flush for Batcher<T> {
-    fn flush(&self) {
-        let block = self.take();
-        if !block.is_empty() {
-            // Readers gone: the messages are dropped, and counted so.
-            let _ = self.tx.send(Item::Batch(Box::new(block)));
-        }
-    }
-}
-
 /// Sends `item`, timing the wait if the queue is full. `Err` if every
 /// reader is gone.
 fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, replica: &Replica) -> Result<(), Item<T>> {
@@ -163,7 +85,7 @@ fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, replica: &Replica) -> Result<(),
 
 /// The message to hand back from an item that failed to send: for a
 /// block, its last message, the one whose `put` sent the block.
-fn first_msg<T>(item: Item<T>) -> Option<Msg<T>> {
+pub(crate) fn first_msg<T>(item: Item<T>) -> Option<Msg<T>> {
     match item {
         Item::Msg(msg) => Some(msg),
         Item::Batch(block) => block.into_iter().last(),
@@ -401,7 +323,14 @@ impl<T> Drop for Inbox<T> {
 impl<T> Iterator for Inbox<T> {
     type Item = Msg<T>;
 
+    // A message of the block in hand, inline in the worker's loop; the
+    // rest (the next block, the END, a cancel) out of line.
+    #[inline(always)]
     fn next(&mut self) -> Option<Msg<T>> {
+        if let Some(msg) = self.block.next() {
+            self.count();
+            return Some(msg);
+        }
         self.recv()
     }
 }
@@ -483,12 +412,35 @@ impl<T: fmt::Debug> std::error::Error for Disconnected<T> {}
 /// a time: when the block is full, when the worker waits for input, and
 /// when the outbox is dropped (the worker returns), so no message waits
 /// while its worker does.
+///
+/// An outbox belongs to its worker's thread: that thread's waits flush its
+/// block, so it is not `Send`, and a batched `put` takes no lock. (Clones
+/// share one block.)
 pub struct Outbox<T> {
     tx: Sender<Item<T>>,
-    batch: Option<Arc<Batcher<T>>>,
+    /// Shared by clones; `Rc` keeps the outbox on the thread that flushes it.
+    batch: Option<Rc<LocalBlock<T>>>,
     queue: Arc<QueueShared<T>>,
     ctx: Arc<Replica>,
     put: Cell<u64>,
+}
+
+/// An [`Outbox`] still to be opened on its worker's thread: what
+/// [`Outputs::parts`](crate::Outputs::parts) makes on the thread that
+/// starts the pipeline.
+pub struct OutboxParts<T> {
+    tx: Sender<Item<T>>,
+    block: Option<usize>,
+    queue: Arc<QueueShared<T>>,
+    ctx: Arc<Replica>,
+}
+
+impl<T> fmt::Debug for OutboxParts<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxParts")
+            .field("block", &self.block)
+            .finish()
+    }
 }
 
 impl<T: Send + 'static> Clone for Outbox<T> {
@@ -511,13 +463,33 @@ impl<T> fmt::Debug for Outbox<T> {
     }
 }
 
-impl<T: Send + 'static> Outbox<T> {
+impl<T: Send + 'static> OutboxParts<T> {
     pub(crate) fn new(
         tx: Sender<Item<T>>,
-        batch: Option<Arc<Batcher<T>>>,
+        block: Option<usize>,
         queue: Arc<QueueShared<T>>,
         ctx: Arc<Replica>,
     ) -> Self {
+        OutboxParts {
+            tx,
+            block,
+            queue,
+            ctx,
+        }
+    }
+}
+
+impl<T: Send + 'static> Outbox<T> {
+    /// Opens the outbox on the current thread, which is the one that
+    /// flushes its block before it waits.
+    pub(crate) fn open(parts: OutboxParts<T>) -> Self {
+        let OutboxParts {
+            tx,
+            block,
+            queue,
+            ctx,
+        } = parts;
+        let batch = block.map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, None)));
         Outbox {
             tx,
             batch,
@@ -528,6 +500,7 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Sends data (or a message) downstream, waiting while the queue is full.
+    #[inline(always)]
     pub fn put(&self, msg: impl Into<Msg<T>>) {
         if self.try_put(msg).is_err() {
             stop_worker();
@@ -535,25 +508,32 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Sends a message downstream; the same as [`put`](Outbox::put).
+    #[inline(always)]
     pub fn put_msg(&self, msg: Msg<T>) {
         self.put(msg);
     }
 
     /// Like [`put`](Outbox::put), but returns the message if every reader
     /// is gone (or the pipeline was cancelled) instead of stopping the worker.
+    // The message goes into its block (or channel slot) before anything
+    // that may call out: kept live across a call, it went through the
+    // stack, and reloading it stalled every put.
+    #[inline(always)]
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
-        let msg = msg.into();
         if self.ctx.control.is_cancelled() {
-            return Err(Disconnected(msg));
+            return Err(Disconnected(msg.into()));
         }
-        self.count();
         let item = match &self.batch {
-            None => Item::Msg(msg),
-            Some(batch) => match batch.push(msg) {
-                None => return Ok(()),
+            None => Item::Msg(msg.into()),
+            Some(batch) => match batch.push(msg.into()) {
+                None => {
+                    self.count();
+                    return Ok(());
+                }
                 Some(block) => Item::Batch(Box::new(block)),
             },
         };
+        self.count();
         send(&self.tx, item, &self.ctx)
             .map_err(|item| Disconnected(first_msg(item).expect("an outbox sends messages")))
     }
@@ -575,7 +555,7 @@ impl<T: Send + 'static> Outbox<T> {
         self.put.set(0);
         let counters = &self.queue.counters;
         counters.put.fetch_add(n, Ordering::Relaxed);
-        let waiting = self.tx.len() * self.batch.as_ref().map_or(1, |b| b.block);
+        let waiting = self.tx.len() * self.batch.as_ref().map_or(1, |b| b.size());
         counters.high_water.fetch_max(waiting, Ordering::Relaxed);
     }
 }
@@ -583,10 +563,7 @@ impl<T: Send + 'static> Outbox<T> {
 impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
         if let Some(batch) = &self.batch {
-            let block = batch.take();
-            if !block.is_empty() {
-                let _ = self.tx.send(Item::Batch(Box::new(block)));
-            }
+            batch.flush();
         }
         self.queue
             .counters
@@ -598,7 +575,7 @@ impl<T> Drop for Outbox<T> {
 /// What a pipeline shares between a source handle and its own shutdown.
 pub(crate) struct SourceEnd<T> {
     tx: Sender<Item<T>>,
-    batch: Option<Arc<Batcher<T>>>,
+    batch: Option<Arc<SharedBlock<T>>>,
     queue: Arc<QueueShared<T>>,
     control: Arc<Control>,
     ended: AtomicBool,
@@ -613,12 +590,31 @@ pub(crate) struct SourceEnd<T> {
     /// directly.
     owner: AtomicU64,
     owner_pending: AtomicU64,
+    /// Live [`SourceWriter`](crate::SourceWriter)s, and the END they hold
+    /// back.
+    writers: Mutex<Writers>,
+}
+
+/// The threads with a live writer on a source (one entry per writer), and
+/// the thread that ended the source while writers on other threads were
+/// still open: the END then waits for them, since what they put must
+/// arrive before it.
+#[derive(Default)]
+struct Writers {
+    threads: Vec<u64>,
+    ended_by: Option<u64>,
+}
+
+impl Writers {
+    fn others_than(&self, thread: u64) -> bool {
+        self.threads.iter().any(|&t| t != thread)
+    }
 }
 
 impl<T: Send + 'static> SourceEnd<T> {
     pub(crate) fn new(
         tx: Sender<Item<T>>,
-        batch: Option<Arc<Batcher<T>>>,
+        batch: Option<Arc<SharedBlock<T>>>,
         queue: Arc<QueueShared<T>>,
         control: Arc<Control>,
     ) -> Arc<Self> {
@@ -632,7 +628,43 @@ impl<T: Send + 'static> SourceEnd<T> {
             window_ok_below: AtomicU64::new(0),
             owner: AtomicU64::new(0),
             owner_pending: AtomicU64::new(0),
+            writers: Mutex::default(),
         })
+    }
+
+    pub(crate) fn tx(&self) -> &Sender<Item<T>> {
+        &self.tx
+    }
+
+    pub(crate) fn batch(&self) -> Option<&SharedBlock<T>> {
+        self.batch.as_deref()
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.control.is_cancelled()
+    }
+
+    /// A writer opens on the current thread.
+    pub(crate) fn writer_opened(&self, thread: u64) {
+        lock(&self.writers).threads.push(thread);
+    }
+
+    /// A writer on `thread` has flushed and closed: if it held back the
+    /// END, and was the last to, the END goes now.
+    pub(crate) fn writer_closed(&self, thread: u64) {
+        let mut writers = lock(&self.writers);
+        if let Some(i) = writers.threads.iter().position(|&t| t == thread) {
+            writers.threads.swap_remove(i);
+        }
+        let release = match writers.ended_by {
+            Some(ender) => !writers.others_than(ender),
+            None => false,
+        };
+        if release {
+            writers.ended_by = None;
+            drop(writers);
+            self.send_ends(None);
+        }
     }
 
     pub(crate) fn end(&self) {
@@ -644,13 +676,31 @@ impl<T: Send + 'static> SourceEnd<T> {
     pub(crate) fn end_by(&self, deadline: Option<Instant>) -> bool {
         if !self.ended.swap(true, Ordering::AcqRel) {
             self.flush();
+            // This thread's writers, if any, send what they hold.
+            control::flush_unsent();
             // No more puts: what the owner counted is final.
             let pending = self.owner_pending.swap(0, Ordering::Relaxed);
             self.queue
                 .counters
                 .put
                 .fetch_add(pending, Ordering::Relaxed);
+            let me = control::thread_number();
+            let mut writers = lock(&self.writers);
+            if writers.others_than(me) {
+                // The last of them sends the END as it closes.
+                writers.ended_by = Some(me);
+                return true;
+            }
         }
+        if lock(&self.writers).ended_by.is_some() {
+            return true;
+        }
+        self.send_ends(deadline)
+    }
+
+    /// Sends ENDs until every reader has one coming; see
+    /// [`end_by`](Self::end_by).
+    fn send_ends(&self, deadline: Option<Instant>) -> bool {
         while self.ends_needed() > 0 {
             // A reader may go away while this waits for room: look again
             // every few milliseconds.
@@ -699,7 +749,7 @@ impl<T: Send + 'static> SourceEnd<T> {
 
     /// Counts one message put; a batched source counts as blocks leave.
     #[inline]
-    fn count_unbatched(&self) {
+    pub(crate) fn count_unbatched(&self) {
         if !COUNTING {
             return;
         }
@@ -724,16 +774,24 @@ impl<T: Send + 'static> SourceEnd<T> {
         }
         self.owner_pending.store(0, Ordering::Relaxed);
         counters.put.fetch_add(pending, Ordering::Relaxed);
-        let block = self.batch.as_ref().map_or(1, |b| b.block);
+        let block = self.batch.as_ref().map_or(1, |b| b.target().size());
         counters
             .high_water
             .fetch_max(self.tx.len() * block, Ordering::Relaxed);
     }
 
-    /// Waits while `order` is too far ahead of the pipeline's reorder buffer.
+    /// Whether `order` may go without a look at the reorder window.
     #[inline]
-    fn wait_for_window(&self, order: u64) {
-        if order < self.window_ok_below.load(Ordering::Relaxed) {
+    pub(crate) fn fits_window(&self, order: u64) -> bool {
+        order < self.window_ok_below.load(Ordering::Relaxed)
+    }
+
+    /// Waits while `order` is too far ahead of the pipeline's reorder
+    /// buffer, calling `flush` first: the workers must see what is
+    /// buffered to move the window.
+    #[inline]
+    pub(crate) fn wait_for_window(&self, order: u64, flush: impl FnOnce()) {
+        if self.fits_window(order) {
             return;
         }
         match self.control.window_limit() {
@@ -741,8 +799,7 @@ impl<T: Send + 'static> SourceEnd<T> {
             None => {}
             Some(limit) if order < limit => self.window_ok_below.store(limit, Ordering::Relaxed),
             Some(_) => {
-                // The workers must see what is buffered here to move the window.
-                self.flush();
+                flush();
                 self.control.wait_for_window(order);
             }
         }
@@ -757,7 +814,9 @@ impl<T: Send + 'static> SourceEnd<T> {
 ///
 /// Into a batched queue, messages are sent a block at a time: when the
 /// block is full, when the thread that put them reads a [`Sink`] or waits
-/// for an inbox, at [`flush`](Source::flush) and at the end.
+/// for an inbox, at [`flush`](Source::flush) and at the end. Any thread
+/// may put, flush or end, so each `put` into a batched queue takes a lock;
+/// a [`writer`](Source::writer) feeds it from one thread without one.
 pub struct Source<T> {
     shared: Arc<SourceEnd<T>>,
 }
@@ -806,7 +865,7 @@ impl<T: Send + 'static> Source<T> {
             shared.count_unbatched();
             return Err(Disconnected(msg));
         }
-        shared.wait_for_window(msg.order);
+        shared.wait_for_window(msg.order, || shared.flush());
         // Counted even if it is not delivered: it is then a dropped message.
         let item = match &shared.batch {
             None => {
@@ -822,6 +881,12 @@ impl<T: Send + 'static> Source<T> {
             .tx
             .send(item)
             .map_err(|e| Disconnected(first_msg(e.into_inner()).expect("a source sends messages")))
+    }
+
+    /// A handle that feeds this source from the current thread without a
+    /// lock per message; see [`SourceWriter`].
+    pub fn writer(&self) -> SourceWriter<'_, T> {
+        SourceWriter::new(self, &self.shared)
     }
 
     /// Sends the messages put into a batched source that wait for their

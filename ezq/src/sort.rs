@@ -9,10 +9,10 @@ use crate::control;
 /// Yields messages by `order`, starting at 0 (Python ezq's `sortiter`).
 ///
 /// Streaming: each message comes out as soon as every lower order has come
-/// out. Messages that arrive early wait: within [`NEAR`] orders of the one
-/// awaited, in a ring indexed by order (O(1) per message); further ahead,
-/// or a second message of the same order, in a min-heap (O(log k) for k
-/// waiting). When the input ends, whatever still waits (after a gap, a
+/// out. Messages that arrive early wait: within [`REORDER_RING`] orders of
+/// the one awaited, in a ring indexed by order (O(1) per message); further
+/// ahead, or a second message of the same order, in a min-heap (O(log k)
+/// for k waiting). When the input ends, whatever still waits (after a gap, a
 /// duplicate order, an order below the run) comes out in ascending order:
 /// no message is ever lost. Equal orders keep their arrival order.
 ///
@@ -64,7 +64,7 @@ where
 /// its ring rather than its heap. Pipelines bound how far ahead messages
 /// run ([`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW) orders by default), so
 /// there the ring holds nearly all of them.
-pub const NEAR: u64 = 32 * 1024;
+pub const REORDER_RING: u64 = 32 * 1024;
 
 /// The iterator of [`sortiter`].
 pub struct SortIter<I, T> {
@@ -73,8 +73,8 @@ pub struct SortIter<I, T> {
     /// The order that comes out next.
     next: u64,
     arrivals: u64,
-    /// Early messages less than [`NEAR`] orders ahead: slot `i` holds the
-    /// first to arrive of order `next + i`.
+    /// Early messages less than [`REORDER_RING`] orders ahead: slot `i`
+    /// holds the first to arrive of order `next + i`.
     near: VecDeque<Option<Parked<T>>>,
     in_near: usize,
     /// Other messages whose order is still to come.
@@ -109,7 +109,7 @@ impl<I, T> SortIter<I, T> {
     /// Parks a message whose order is still to come.
     fn park_ahead(&mut self, parked: Parked<T>) {
         let gap = parked.msg.order - self.next;
-        if gap < NEAR {
+        if gap < REORDER_RING {
             let i = gap as usize;
             if self.near.len() <= i {
                 self.near.resize_with(i + 1, || None);
@@ -296,7 +296,7 @@ mod tests {
             // the next test does).
             let input: Vec<u64> = (0..len)
                 .map(|_| match random(10) {
-                    0 => NEAR + random(4),
+                    0 => REORDER_RING + random(4),
                     _ => random(40),
                 })
                 .collect();
@@ -314,10 +314,10 @@ mod tests {
 
     #[test]
     fn an_order_parked_in_the_heap_first_comes_out_first() {
-        // Order NEAR + 2 arrives first, too far ahead for the ring (heap);
+        // Order REORDER_RING + 2 arrives first, too far ahead for the ring (heap);
         // its second copy arrives when the ring reaches it. The first
         // arrival must come out first, the second in the final flush.
-        let far = NEAR + 2;
+        let far = REORDER_RING + 2;
         let mut input = vec![far];
         input.extend(0..3);
         input.push(far);

@@ -1,0 +1,197 @@
+//! The unsent blocks of batched queues: messages put one at a time that
+//! leave together, when the block is full or when the thread that put them
+//! is about to wait (see [`control::flush_unsent`]).
+//!
+//! A [`SharedBlock`] is a source's: any thread may put into it, flush it or
+//! end its source, so every put takes a lock. A [`LocalBlock`] belongs to
+//! one thread (an outbox's, a source writer's) and takes none; on this
+//! project's benchmark machine that lock was most of the cost of a put.
+
+use std::cell::RefCell;
+use std::rc::{self, Rc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crossbeam_channel::Sender;
+
+use crate::control::{self, Flush, Unsent};
+use crate::ports::QueueShared;
+use crate::queue::Item;
+use crate::{Kind, Msg};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a valid Vec behind.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a block goes, and for a source, the counter it adds to.
+pub(crate) struct BlockTarget<T> {
+    tx: Sender<Item<T>>,
+    block: usize,
+    /// For a source: the queue whose `put` count grows as blocks leave, so
+    /// that putting one message touches no shared counter.
+    counts_into: Option<Arc<QueueShared<T>>>,
+}
+
+impl<T> Clone for BlockTarget<T> {
+    fn clone(&self) -> Self {
+        BlockTarget {
+            tx: self.tx.clone(),
+            block: self.block,
+            counts_into: self.counts_into.clone(),
+        }
+    }
+}
+
+impl<T> BlockTarget<T> {
+    pub(crate) fn new(
+        tx: Sender<Item<T>>,
+        block: usize,
+        counts_into: Option<Arc<QueueShared<T>>>,
+    ) -> Self {
+        BlockTarget {
+            tx,
+            block: block.max(1),
+            counts_into,
+        }
+    }
+
+    /// Messages per block.
+    pub(crate) fn size(&self) -> usize {
+        self.block
+    }
+
+    /// Adds `msg` to `unsent`; returns the block if this filled it, now
+    /// counted as put.
+    #[inline(always)]
+    fn push(&self, unsent: &mut Vec<Msg<T>>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
+        // With no call on the common path, the message can go from
+        // registers straight to its slot: a call in between (to make room)
+        // sent it through the stack, and its reload stalled every put.
+        if unsent.len() < unsent.capacity() {
+            unsent.push(msg);
+        } else {
+            let Msg { data, kind, order } = msg;
+            push_making_room(unsent, self.block, data, kind, order);
+        }
+        if unsent.len() < self.block {
+            return None;
+        }
+        let full = std::mem::take(unsent);
+        self.count(full.len());
+        Some(full)
+    }
+
+    fn count(&self, n: usize) {
+        if let (Some(queue), true) = (&self.counts_into, n > 0) {
+            queue.counters.put.fetch_add(n as u64, Ordering::Relaxed);
+            let waiting = self.tx.len() * self.block;
+            queue
+                .counters
+                .high_water
+                .fetch_max(waiting, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts and sends what is left of a block, waiting for room. If
+    /// every reader is gone the messages are dropped, and counted so.
+    fn send_rest(&self, rest: Vec<Msg<T>>) {
+        if !rest.is_empty() {
+            self.count(rest.len());
+            let _ = self.tx.send(Item::Batch(Box::new(rest)));
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn push_making_room<T>(unsent: &mut Vec<Msg<T>>, block: usize, data: T, kind: Kind, order: u64) {
+    unsent.reserve_exact(block);
+    unsent.push(Msg { data, kind, order });
+}
+
+/// The block of a batched source, which any thread may put into.
+pub(crate) struct SharedBlock<T> {
+    target: BlockTarget<T>,
+    unsent: Mutex<Vec<Msg<T>>>,
+    /// The thread that last put here (see [`control::thread_number`]),
+    /// which flushes this block before it waits.
+    owner: AtomicU64,
+}
+
+impl<T: Send + 'static> SharedBlock<T> {
+    pub(crate) fn new(target: BlockTarget<T>) -> Arc<Self> {
+        Arc::new(SharedBlock {
+            target,
+            unsent: Mutex::new(Vec::new()),
+            owner: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds a message; returns a full block to send, if this filled one.
+    pub(crate) fn push(self: &Arc<Self>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
+        let me = control::thread_number();
+        if self.owner.load(Ordering::Relaxed) != me {
+            self.owner.store(me, Ordering::Relaxed);
+            let weak: Weak<dyn Flush + Send + Sync> = Arc::<Self>::downgrade(self);
+            control::remember_unsent(Unsent::Shared(weak));
+        }
+        self.target.push(&mut lock(&self.unsent), msg)
+    }
+
+    /// Where its blocks go: a [`LocalBlock`] beside it sends to the same
+    /// queue.
+    pub(crate) fn target(&self) -> &BlockTarget<T> {
+        &self.target
+    }
+}
+
+impl<T> Flush for SharedBlock<T> {
+    fn flush(&self) {
+        let rest = std::mem::take(&mut *lock(&self.unsent));
+        self.target.send_rest(rest);
+    }
+}
+
+/// The block of a producer that only this thread puts into: an outbox, or
+/// a [`SourceWriter`](crate::SourceWriter). This thread's waits flush it.
+pub(crate) struct LocalBlock<T> {
+    target: BlockTarget<T>,
+    unsent: RefCell<Vec<Msg<T>>>,
+}
+
+impl<T: 'static> LocalBlock<T> {
+    /// A block for the current thread, which flushes it before it waits.
+    pub(crate) fn new(target: BlockTarget<T>) -> Rc<Self> {
+        let block = Rc::new(LocalBlock {
+            target,
+            unsent: RefCell::new(Vec::new()),
+        });
+        let weak: rc::Weak<dyn Flush> = Rc::<Self>::downgrade(&block);
+        control::remember_unsent(Unsent::Local(weak));
+        block
+    }
+
+    /// Adds a message; returns a full block to send, if this filled one.
+    #[inline(always)]
+    pub(crate) fn push(&self, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
+        self.target.push(&mut self.unsent.borrow_mut(), msg)
+    }
+
+    /// Messages per block.
+    pub(crate) fn size(&self) -> usize {
+        self.target.size()
+    }
+
+    /// Messages waiting for their block to fill.
+    pub(crate) fn len(&self) -> usize {
+        self.unsent.borrow().len()
+    }
+}
+
+impl<T> Flush for LocalBlock<T> {
+    fn flush(&self) {
+        let rest = std::mem::take(&mut *self.unsent.borrow_mut());
+        self.target.send_rest(rest);
+    }
+}

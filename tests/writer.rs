@@ -1,0 +1,233 @@
+//! `SourceWriter`: a one-thread handle on a source. Its block must leave
+//! whenever this thread waits on the pipeline, at the END (wherever the END
+//! comes from), and when the writer goes; nothing it put may be lost,
+//! duplicated or reordered.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, mpsc};
+use std::thread;
+use std::time::Duration;
+
+mod common;
+
+use common::within;
+use ezq::{Disconnected, Graph, Inbox, Msg, Outbox, pipeline, worker};
+
+#[worker]
+fn pass(inbox: Inbox<u64>, out: Outbox<u64>) {
+    for msg in inbox {
+        out.put_msg(msg);
+    }
+}
+
+#[test]
+fn a_writer_keeps_its_order_and_loses_nothing() {
+    let (got, stats) = within(30, || {
+        let p = pipeline! { numbers[batch 100] -> pass -> out; };
+        let writer = p.numbers.writer();
+        for i in 0..10_007u64 {
+            writer.put(i);
+        }
+        // Ended on the writer's own thread while the writer is still open:
+        // its partial block goes out first.
+        p.numbers.end();
+        let got: Vec<u64> = p.out.iter().map(|m| m.data).collect();
+        drop(writer);
+        let monitor = p.monitor();
+        p.join().unwrap();
+        (got, monitor.stats())
+    });
+    assert_eq!(got, (0..10_007).collect::<Vec<_>>());
+    let numbers = &stats.queues[0];
+    assert_eq!((numbers.put, numbers.taken), (10_007, 10_007));
+}
+
+#[test]
+fn reading_a_sink_sends_the_writers_partial_block() {
+    let first = within(10, || {
+        let p = pipeline! { numbers[batch 1024] -> pass -> out; };
+        let writer = p.numbers.writer();
+        writer.put(7);
+        writer.put(8);
+        // No flush, no end: this thread waits on the sink, so the writer's
+        // two messages must leave now, or this never returns.
+        let first = p.out.recv().map(|m| m.data);
+        p.numbers.end();
+        drop(writer);
+        p.join().unwrap();
+        first
+    });
+    assert_eq!(first, Some(7));
+}
+
+#[test]
+fn an_end_from_another_thread_waits_for_an_open_writer() {
+    let got = within(10, || {
+        let p = pipeline! { numbers[batch 1024] -> pass -> out; };
+        let ended = Barrier::new(2);
+        let (put_done, wait_put) = mpsc::channel();
+        let got = thread::scope(|s| {
+            s.spawn(|| {
+                let writer = p.numbers.writer();
+                for i in 0..10 {
+                    writer.put(i);
+                }
+                put_done.send(()).unwrap();
+                // The other thread ends the source while these ten wait
+                // in this writer's block.
+                ended.wait();
+                drop(writer);
+            });
+            wait_put.recv().unwrap();
+            p.numbers.end();
+            assert!(p.numbers.is_ended());
+            ended.wait();
+            p.out.iter().map(|m| m.data).collect::<Vec<u64>>()
+        });
+        p.join().unwrap();
+        got
+    });
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_explicit_flush_and_the_writers_drop_send_its_block() {
+    let got = within(10, || {
+        let p = pipeline! { numbers[batch 1024] -> pass -> out; };
+        let writer = p.numbers.writer();
+        writer.put(1);
+        writer.flush();
+        let first = p.out.recv().map(|m| m.data);
+        writer.put(2);
+        drop(writer);
+        // Dropped: its block left; nothing of it waits for the END.
+        let second = p.out.recv().map(|m| m.data);
+        p.numbers.end();
+        p.join().unwrap();
+        (first, second)
+    });
+    assert_eq!(got, (Some(1), Some(2)));
+}
+
+#[test]
+#[should_panic(expected = "put on a pipeline source that was already ended")]
+fn a_writer_put_after_the_end_panics() {
+    let p = pipeline! { numbers[batch 16] -> pass -> out; };
+    let writer = p.numbers.writer();
+    p.numbers.end();
+    writer.put(1);
+}
+
+#[test]
+fn a_writer_on_a_queue_that_is_not_batched_puts_directly() {
+    let got = within(10, || {
+        let p = pipeline! { numbers -> pass -> out; };
+        let writer = p.numbers.writer();
+        writer.put_msg(Msg::new(5).kind("five").order(3));
+        let got = p.out.recv().expect("sent at once");
+        drop(writer);
+        p.numbers.end();
+        p.join().unwrap();
+        got
+    });
+    assert_eq!((got.data, got.kind.as_str(), got.order), (5, "five", 3));
+}
+
+#[worker]
+fn stop_at_once(inbox: Inbox<u64>) {
+    drop(inbox);
+}
+
+#[test]
+fn a_writer_whose_readers_are_gone_hands_the_message_back() {
+    let back = within(10, || {
+        // Room for one block: the second waits until the reader, which
+        // returns at once, is gone.
+        let p = pipeline! { numbers[4, batch 4] -> stop_at_once; };
+        let writer = p.numbers.writer();
+        let back = (0..1_000u64).find_map(|i| writer.try_put(i).err());
+        drop(writer);
+        p.join().unwrap();
+        back
+    });
+    let Some(Disconnected(msg)) = back else {
+        panic!("every put succeeded with no reader")
+    };
+    // The message whose put sent the full block.
+    assert_eq!(msg.data % 4, 3);
+}
+
+#[test]
+fn a_writer_after_a_cancel_hands_the_message_back() {
+    let back = within(10, || {
+        let p = pipeline! { numbers[batch 16] -> pass -> out; };
+        p.cancel();
+        let writer = p.numbers.writer();
+        let back = writer.try_put(9);
+        drop(writer);
+        let _ = p.join();
+        back
+    });
+    assert_eq!(back.map_err(|Disconnected(m)| m.data), Err(9));
+}
+
+static MAX_PARKED: AtomicUsize = AtomicUsize::new(0);
+
+#[test]
+fn a_writer_waiting_for_the_reorder_window_sends_its_block_first() {
+    // The writer's block (1024) is larger than the window (300): unless it
+    // sends its block before it waits, the window cannot move, the sources
+    // give up on it, and the reorder buffer grows without bound while one
+    // worker sleeps.
+    let (count, max_parked) = within(60, || {
+        let mut g = Graph::new();
+        g.window(300);
+        let numbers = g.batched_queue::<u64>("numbers", ezq::Capacity::Default, 1024);
+        let results = g.queue::<u64>("results");
+        let out = g.queue::<usize>("out");
+        g.add(
+            "slow_sometimes",
+            2,
+            (numbers,),
+            (results,),
+            |(inbox,): (Inbox<u64>,), (out,): (Outbox<u64>,)| {
+                for msg in inbox {
+                    if msg.order % 20_000 == 10_000 {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    out.put_msg(msg);
+                }
+            },
+        );
+        g.add(
+            "printer",
+            1,
+            (results,),
+            (out,),
+            |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
+                let mut sorted = ezq::sortiter(inbox);
+                let mut count = 0;
+                while let Some(msg) = sorted.next() {
+                    assert_eq!(msg.order, count as u64);
+                    MAX_PARKED.fetch_max(sorted.parked(), Ordering::Relaxed);
+                    count += 1;
+                }
+                out.put(count);
+            },
+        );
+        let p = g.start(|c| (c.source(numbers), c.sink(out)));
+        let writer = p.0.writer();
+        for i in 0..100_000u64 {
+            writer.put_msg(Msg::new(i).order(i));
+        }
+        p.0.end();
+        let count = p.1.recv().unwrap().data;
+        drop(writer);
+        p.join().unwrap();
+        (count, MAX_PARKED.load(Ordering::Relaxed))
+    });
+    assert_eq!(count, 100_000);
+    // The window, plus what the queues and the workers' blocks held when
+    // the buffer first reported (until then, sources do not wait).
+    assert!(max_parked <= 300 + 8 * 1024, "{max_parked} parked");
+}
