@@ -8,5 +8,6 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/pipeline/*.rs");
     t.compile_fail("tests/ui/worker/*.rs");
+    t.compile_fail("tests/ui/threads/*.rs");
     t.pass("tests/ui/pass/*.rs");
 }
