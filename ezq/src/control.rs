@@ -57,12 +57,18 @@ impl Control {
         self.cancelled.load(Ordering::Relaxed)
     }
 
+    /// Whether a reorder buffer bounds the sources: one runs in the
+    /// pipeline, and the window has not stalled.
+    #[inline]
+    pub(crate) fn window_in_use(&self) -> bool {
+        self.window_used.load(Ordering::Relaxed) && !self.window_stalled.load(Ordering::Relaxed)
+    }
+
     /// Where a source may put `order` without waiting: `None` if it may
     /// put anything.
     #[inline]
     pub(crate) fn window_limit(&self) -> Option<u64> {
-        if !self.window_used.load(Ordering::Relaxed) || self.window_stalled.load(Ordering::Relaxed)
-        {
+        if !self.window_in_use() {
             return None;
         }
         Some(self.low.load(Ordering::Acquire).saturating_add(self.window))

@@ -783,7 +783,7 @@ impl<T: Send + 'static> SourceEnd<T> {
     /// Whether `order` may go without a look at the reorder window.
     #[inline]
     pub(crate) fn fits_window(&self, order: u64) -> bool {
-        order < self.window_ok_below.load(Ordering::Relaxed)
+        order < self.window_ok_below.load(Ordering::Relaxed) || !self.control.window_in_use()
     }
 
     /// Waits while `order` is too far ahead of the pipeline's reorder
