@@ -55,13 +55,11 @@ struct Variant {
     collatz: RunFn,
 }
 
-// ======================= VARIANT TABLE =====================================
-// Add batched variants here (for example `crossbeam-batch`, compared with
-// `crossbeam-bare`, and `pipeline-batch`, compared with `crossbeam-msg`):
-// one entry each, with a `sum` and a `collatz` function of type `RunFn`.
-// Every entry runs in every cell of the matrix, in the memory children and
-// in `python-compare`.
-// ===========================================================================
+/// Every variant runs in every cell of the matrix, in the memory children
+/// and in `python-compare`. The batched ones: `crossbeam-batch` sends
+/// blocks by hand; `pipeline-batch` feeds a batched `pipeline!` through
+/// `Source::put` (a lock per message, usable from any thread);
+/// `pipeline-writer` through a `SourceWriter` (one thread, no lock).
 const VARIANTS: &[Variant] = &[
     Variant {
         name: "crossbeam-bare",

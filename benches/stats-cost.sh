@@ -27,7 +27,7 @@ without_stats="$(RUSTFLAGS="--cfg ezq_no_stats" CARGO_TARGET_DIR=target/no-stats
 }
 
 n=10000000
-cells=("sum pipeline 1" "sum pipeline 2" "collatz pipeline 1" "collatz pipeline 2" "sum pipeline-batch 2" "collatz pipeline-batch 2")
+cells=("sum pipeline 1" "sum pipeline 2" "collatz pipeline 1" "collatz pipeline 2" "sum pipeline-batch 2" "collatz pipeline-batch 2" "sum pipeline-writer 2" "collatz pipeline-writer 2")
 echo "statistics cost: N = $n, median ns/msg of $reps alternating runs per build"
 printf '%-26s %12s %12s %8s\n' "cell" "stats on" "stats off" "on/off"
 for cell in "${cells[@]}"; do
