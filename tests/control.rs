@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::within;
+use common::{add_reordering_stages, within};
 use ezq::{Graph, Inbox, Msg, Outbox, RecvTimeout, pipeline, worker};
 
 #[worker]
@@ -219,40 +219,8 @@ fn the_reorder_window_bounds_sortiters_buffer() {
         let mut g = Graph::new();
         g.window(1000);
         let numbers = g.queue::<u64>("numbers");
-        let results = g.queue::<u64>("results");
         let out = g.queue::<usize>("out");
-        g.add(
-            "slow_sometimes",
-            2,
-            (numbers,),
-            (results,),
-            |(inbox,): (Inbox<u64>,), (out,): (Outbox<u64>,)| {
-                for msg in inbox {
-                    // A worker that falls behind now and then: the other one
-                    // runs ahead, and the printer parks what it sends.
-                    if msg.order % 5000 == 0 {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    out.put_msg(msg);
-                }
-            },
-        );
-        g.add(
-            "printer",
-            1,
-            (results,),
-            (out,),
-            |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
-                let mut sorted = ezq::sortiter(inbox);
-                let mut count = 0;
-                while let Some(msg) = sorted.next() {
-                    assert_eq!(msg.order, count as u64);
-                    MAX_PARKED.fetch_max(sorted.parked(), Ordering::Relaxed);
-                    count += 1;
-                }
-                out.put(count);
-            },
-        );
+        add_reordering_stages(&mut g, numbers, out, |o| o % 5000 == 0, &MAX_PARKED);
         let p = g.start(|c| (c.source(numbers), c.sink(out)));
         for i in 0..100_000u64 {
             p.0.put_msg(Msg::new(i).order(i));

@@ -6,11 +6,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, mpsc};
 use std::thread;
-use std::time::Duration;
 
 mod common;
 
-use common::within;
+use common::{add_reordering_stages, within};
 use ezq::{Disconnected, Graph, Inbox, Msg, Outbox, pipeline, worker};
 
 #[worker]
@@ -183,38 +182,9 @@ fn a_writer_waiting_for_the_reorder_window_sends_its_block_first() {
         let mut g = Graph::new();
         g.window(300);
         let numbers = g.batched_queue::<u64>("numbers", ezq::Capacity::Default, 1024);
-        let results = g.queue::<u64>("results");
         let out = g.queue::<usize>("out");
-        g.add(
-            "slow_sometimes",
-            2,
-            (numbers,),
-            (results,),
-            |(inbox,): (Inbox<u64>,), (out,): (Outbox<u64>,)| {
-                for msg in inbox {
-                    if msg.order % 20_000 == 10_000 {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    out.put_msg(msg);
-                }
-            },
-        );
-        g.add(
-            "printer",
-            1,
-            (results,),
-            (out,),
-            |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
-                let mut sorted = ezq::sortiter(inbox);
-                let mut count = 0;
-                while let Some(msg) = sorted.next() {
-                    assert_eq!(msg.order, count as u64);
-                    MAX_PARKED.fetch_max(sorted.parked(), Ordering::Relaxed);
-                    count += 1;
-                }
-                out.put(count);
-            },
-        );
+        let slow_at = |order| order % 20_000 == 10_000;
+        add_reordering_stages(&mut g, numbers, out, slow_at, &MAX_PARKED);
         let p = g.start(|c| (c.source(numbers), c.sink(out)));
         let writer = p.0.writer();
         for i in 0..100_000u64 {

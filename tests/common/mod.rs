@@ -1,8 +1,11 @@
 //! Helpers shared by the behaviour tests.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
+
+use ezq::{Graph, Inbox, Outbox, QueueRef};
 
 /// Runs `f` on a thread and fails the test if it does not finish within
 /// `secs` seconds: a hang is a bug, and it must show up as a failure, not
@@ -22,4 +25,50 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
         // Still running: fail now, and leave the stuck thread behind.
         Err(RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: a hang"),
     }
+}
+
+/// Adds what makes a reorder buffer grow: two replicas of a worker that
+/// forwards `numbers`, one falling 20 ms behind at each order where
+/// `slow_at` holds (the other runs ahead), and a printer that reads their
+/// output through `sortiter`, checks the order, records its largest
+/// buffer in `max_parked` and puts how many messages it saw on `out`.
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn add_reordering_stages(
+    g: &mut Graph,
+    numbers: QueueRef<u64>,
+    out: QueueRef<usize>,
+    slow_at: fn(u64) -> bool,
+    max_parked: &'static AtomicUsize,
+) {
+    let results = g.queue::<u64>("results");
+    g.add(
+        "slow_sometimes",
+        2,
+        (numbers,),
+        (results,),
+        move |(inbox,): (Inbox<u64>,), (out,): (Outbox<u64>,)| {
+            for msg in inbox {
+                if slow_at(msg.order) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                out.put_msg(msg);
+            }
+        },
+    );
+    g.add(
+        "printer",
+        1,
+        (results,),
+        (out,),
+        move |(inbox,): (Inbox<u64>,), (out,): (Outbox<usize>,)| {
+            let mut sorted = ezq::sortiter(inbox);
+            let mut count = 0;
+            while let Some(msg) = sorted.next() {
+                assert_eq!(msg.order, count as u64);
+                max_parked.fetch_max(sorted.parked(), Ordering::Relaxed);
+                count += 1;
+            }
+            out.put(count);
+        },
+    );
 }
