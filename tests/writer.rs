@@ -199,5 +199,72 @@ fn a_writer_waiting_for_the_reorder_window_sends_its_block_first() {
     assert_eq!(count, 100_000);
     // The window, plus what the queues and the workers' blocks held when
     // the buffer first reported (until then, sources do not wait).
+    eprintln!("PARKED {max_parked}");
     assert!(max_parked <= 300 + 8 * 1024, "{max_parked} parked");
+}
+
+#[test]
+fn try_put_after_the_end_hands_the_message_back() {
+    let (from_writer, from_source, got) = within(10, || {
+        let p = pipeline! { numbers[batch 16] -> pass -> out; };
+        let writer = p.numbers.writer();
+        writer.put(1);
+        p.numbers.end();
+        let from_writer = writer.try_put(2);
+        let from_source = p.numbers.try_put(3);
+        drop(writer);
+        let got: Vec<u64> = p.out.iter().map(|m| m.data).collect();
+        p.join().unwrap();
+        (from_writer, from_source, got)
+    });
+    assert_eq!(from_writer, Err(Disconnected(Msg::new(2))));
+    assert_eq!(from_source, Err(Disconnected(Msg::new(3))));
+    assert_eq!(got, [1]);
+}
+
+#[test]
+fn a_leaked_writer_does_not_hold_the_end_back_from_join() {
+    let result = within(10, || {
+        let p = pipeline! { numbers[batch 16] -> pass -> out; };
+        thread::scope(|s| {
+            s.spawn(|| {
+                let writer = p.numbers.writer();
+                writer.put(1);
+                // Never dropped: it can never send its END-holding close.
+                std::mem::forget(writer);
+            });
+        });
+        // Another thread's writer is still counted open: END waits...
+        p.numbers.end();
+        // ...until the pipeline finishes, when no writer can be open.
+        p.join()
+    });
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[worker]
+fn a_then_b(a: Inbox<u64>, b: Inbox<u64>, out: Outbox<(usize, usize)>) {
+    let read_a = a.count();
+    let read_b = b.count();
+    out.put((read_a, read_b));
+}
+
+#[test]
+fn ending_a_source_sends_only_what_this_thread_holds_for_it() {
+    // The worker reads `a` to its end before `b`. Queue `b` is full and
+    // this thread holds two more of its messages in its block: ending `a`
+    // must not wait to send those (`b`'s reader waits for `a`'s END).
+    let counts = within(10, || {
+        let p = pipeline! { (a, b[16, batch 4]) -> a_then_b -> counts; };
+        for i in 0..18 {
+            p.b.put(i);
+        }
+        p.a.put(0);
+        p.a.end();
+        p.b.end();
+        let counts = p.counts.recv().map(|m| m.data);
+        p.join().unwrap();
+        counts
+    });
+    assert_eq!(counts, Some((1, 18)));
 }

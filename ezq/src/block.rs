@@ -28,9 +28,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct BlockTarget<T> {
     tx: Sender<Item<T>>,
     block: usize,
-    /// For a source: the queue whose `put` count grows as blocks leave, so
-    /// that putting one message touches no shared counter.
-    counts_into: Option<Arc<QueueShared<T>>>,
+    queue: Arc<QueueShared<T>>,
+    /// For a source: the queue's `put` count grows as blocks leave, so
+    /// that putting one message touches no shared counter. (An outbox
+    /// counts its puts itself.)
+    counts_puts: bool,
 }
 
 impl<T> Clone for BlockTarget<T> {
@@ -38,7 +40,8 @@ impl<T> Clone for BlockTarget<T> {
         BlockTarget {
             tx: self.tx.clone(),
             block: self.block,
-            counts_into: self.counts_into.clone(),
+            queue: Arc::clone(&self.queue),
+            counts_puts: self.counts_puts,
         }
     }
 }
@@ -47,13 +50,20 @@ impl<T> BlockTarget<T> {
     pub(crate) fn new(
         tx: Sender<Item<T>>,
         block: usize,
-        counts_into: Option<Arc<QueueShared<T>>>,
+        queue: Arc<QueueShared<T>>,
+        counts_puts: bool,
     ) -> Self {
         BlockTarget {
             tx,
             block: block.max(1),
-            counts_into,
+            queue,
+            counts_puts,
         }
+    }
+
+    /// The queue's identity, to flush only the blocks bound for it.
+    pub(crate) fn queue_id(&self) -> usize {
+        self.queue.id()
     }
 
     /// Messages per block.
@@ -83,7 +93,8 @@ impl<T> BlockTarget<T> {
     }
 
     fn count(&self, n: usize) {
-        if let (Some(queue), true) = (&self.counts_into, n > 0) {
+        if self.counts_puts && n > 0 {
+            let queue = &self.queue;
             queue.counters.put.fetch_add(n as u64, Ordering::Relaxed);
             let waiting = self.tx.len() * self.block;
             queue
@@ -151,6 +162,10 @@ impl<T> Flush for SharedBlock<T> {
         let rest = std::mem::take(&mut *lock(&self.unsent));
         self.target.send_rest(rest);
     }
+
+    fn queue_id(&self) -> usize {
+        self.target.queue_id()
+    }
 }
 
 /// The block of a producer that only this thread puts into: an outbox, or
@@ -193,5 +208,9 @@ impl<T> Flush for LocalBlock<T> {
     fn flush(&self) {
         let rest = std::mem::take(&mut *self.unsent.borrow_mut());
         self.target.send_rest(rest);
+    }
+
+    fn queue_id(&self) -> usize {
+        self.target.queue_id()
     }
 }

@@ -162,15 +162,17 @@ pub(crate) fn publish_low(low: u64) {
 /// A batch of messages not yet sent.
 pub(crate) trait Flush {
     fn flush(&self);
+    /// The queue it goes to (see `QueueShared::id`).
+    fn queue_id(&self) -> usize;
 }
 
 /// A batch this thread has put messages into, which it flushes before it
 /// waits.
 pub(crate) enum Unsent {
-    /// A batch that any thread may put into (a batched source or outbox).
+    /// A batch that any thread may put into (a batched source's).
     Shared(Weak<dyn Flush + Send + Sync>),
-    /// A batch that only this thread puts into (a
-    /// [`SourceWriter`](crate::SourceWriter)).
+    /// A batch that only this thread puts into (an outbox's, a
+    /// [`SourceWriter`](crate::SourceWriter)'s).
     Local(rc::Weak<dyn Flush>),
 }
 
@@ -182,10 +184,12 @@ impl Unsent {
         }
     }
 
-    fn flush(&self) {
+    /// Flushes the batch if it goes to `queue` (any queue if `None`).
+    fn flush(&self, queue: Option<usize>) {
+        let wanted = |b: &dyn Flush| queue.is_none_or(|q| b.queue_id() == q);
         match self {
-            Unsent::Shared(batch) => batch.upgrade().map(|b| b.flush()),
-            Unsent::Local(batch) => batch.upgrade().map(|b| b.flush()),
+            Unsent::Shared(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
+            Unsent::Local(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
         };
     }
 }
@@ -211,12 +215,24 @@ pub(crate) fn remember_unsent(batch: Unsent) {
 /// Sends every batch this thread has put but not sent: the thread is about
 /// to wait, and no message may be held back while it does.
 pub(crate) fn flush_unsent() {
+    flush_unsent_to(None);
+}
+
+/// Sends the batches this thread has put into `queue` but not sent: the
+/// queue is about to end, or its reorder window waits for them. (Not the
+/// other queues' batches: sending those could wait on a full queue whose
+/// reader waits for this one.)
+pub(crate) fn flush_unsent_into(queue: usize) {
+    flush_unsent_to(Some(queue));
+}
+
+fn flush_unsent_to(queue: Option<usize>) {
     // During thread teardown the registry may be gone, and with it
     // every writer that was in it.
     let _ = UNSENT.try_with(|u| {
         // A flush only sends on a channel: it never comes back here.
         for batch in u.borrow().iter() {
-            batch.flush();
+            batch.flush(queue);
         }
     });
 }

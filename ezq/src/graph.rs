@@ -90,8 +90,8 @@ impl<T: Send + 'static> Channel<T> {
     /// as they leave.
     fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
         self.block.map(|block| {
-            let counts_into = Some(Arc::clone(&self.shared));
-            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, counts_into))
+            let queue = Arc::clone(&self.shared);
+            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue, true))
         })
     }
 }

@@ -51,6 +51,11 @@ impl<T> QueueShared<T> {
         })
     }
 
+    /// The queue's identity: no two live queues share it.
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     fn stash(&self, rest: impl Iterator<Item = Msg<T>>) {
         let mut stash = lock(&self.stash);
         stash.extend(rest);
@@ -388,8 +393,10 @@ impl<T, U> Iterator for Merge<T, U> {
     }
 }
 
-/// The error of [`Outbox::try_put`] and [`Source::try_put`]: every reader of
-/// the queue is gone. Carries the message back.
+/// The error of [`Outbox::try_put`], [`Source::try_put`] and
+/// [`SourceWriter::try_put`](crate::SourceWriter::try_put): every reader of
+/// the queue is gone, the pipeline was cancelled, or the source was ended.
+/// Carries the message back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnected<T>(pub Msg<T>);
 
@@ -489,7 +496,8 @@ impl<T: Send + 'static> Outbox<T> {
             queue,
             ctx,
         } = parts;
-        let batch = block.map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, None)));
+        let batch = block
+            .map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, Arc::clone(&queue), false)));
         Outbox {
             tx,
             batch,
@@ -667,35 +675,43 @@ impl<T: Send + 'static> SourceEnd<T> {
         }
     }
 
+    /// Ends the source for its user: unless writers on other threads are
+    /// still open (the last of them sends the END as it closes), the END
+    /// goes now.
     pub(crate) fn end(&self) {
-        self.end_by(None);
+        if !self.close() {
+            self.send_ends(None);
+        }
     }
 
-    /// Ends the source, waiting for room in the queue until `deadline`
-    /// (forever if `None`); false if not every END fit by then.
+    /// Ends the source as the pipeline finishes, waiting for room in the
+    /// queue until `deadline` (forever if `None`); false if not every END
+    /// fit by then. Nothing can borrow the source any more, so a writer
+    /// still counted open was leaked: its END goes now too.
     pub(crate) fn end_by(&self, deadline: Option<Instant>) -> bool {
+        self.close();
+        lock(&self.writers).ended_by = None;
+        self.send_ends(deadline)
+    }
+
+    /// Marks the source ended and sends what this thread holds for it
+    /// (once); true if open writers on other threads hold the END back.
+    fn close(&self) -> bool {
+        let me = control::thread_number();
         if !self.ended.swap(true, Ordering::AcqRel) {
-            self.flush();
-            // This thread's writers, if any, send what they hold.
-            control::flush_unsent();
+            self.flush_for_wait();
             // No more puts: what the owner counted is final.
             let pending = self.owner_pending.swap(0, Ordering::Relaxed);
             self.queue
                 .counters
                 .put
                 .fetch_add(pending, Ordering::Relaxed);
-            let me = control::thread_number();
             let mut writers = lock(&self.writers);
             if writers.others_than(me) {
-                // The last of them sends the END as it closes.
                 writers.ended_by = Some(me);
-                return true;
             }
         }
-        if lock(&self.writers).ended_by.is_some() {
-            return true;
-        }
-        self.send_ends(deadline)
+        lock(&self.writers).ended_by.is_some()
     }
 
     /// Sends ENDs until every reader has one coming; see
@@ -745,6 +761,13 @@ impl<T: Send + 'static> SourceEnd<T> {
         if let Some(batch) = &self.batch {
             batch.flush();
         }
+    }
+
+    /// Sends the source's block, and what this thread's writers hold for
+    /// it: before its END, or before waiting for the reorder window.
+    pub(crate) fn flush_for_wait(&self) {
+        self.flush();
+        control::flush_unsent_into(self.queue.id());
     }
 
     /// Counts one message put; a batched source counts as blocks leave.
@@ -857,15 +880,19 @@ impl<T: Send + 'static> Source<T> {
     }
 
     /// Like [`put`](Source::put), but returns the message if every worker
-    /// reading the queue is gone (or the pipeline was cancelled).
+    /// reading the queue is gone, the pipeline was cancelled, or the source
+    /// was ended.
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
         let shared = &self.shared;
         let msg = msg.into();
+        if self.is_ended() {
+            return Err(Disconnected(msg));
+        }
         if shared.control.is_cancelled() {
             shared.count_unbatched();
             return Err(Disconnected(msg));
         }
-        shared.wait_for_window(msg.order, || shared.flush());
+        shared.wait_for_window(msg.order, || shared.flush_for_wait());
         // Counted even if it is not delivered: it is then a dropped message.
         let item = match &shared.batch {
             None => {
@@ -890,7 +917,8 @@ impl<T: Send + 'static> Source<T> {
     }
 
     /// Sends the messages put into a batched source that wait for their
-    /// block to fill.
+    /// block to fill (not those of its [writers](Source::writer): each
+    /// sends its own).
     pub fn flush(&self) {
         self.shared.flush();
     }

@@ -61,10 +61,23 @@ where
 }
 
 /// How far ahead of the order it waits for [`sortiter`] parks messages in
-/// its ring rather than its heap. Pipelines bound how far ahead messages
-/// run ([`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW) orders by default), so
-/// there the ring holds nearly all of them.
+/// its ring rather than its heap, at most: the ring also stays within
+/// 2 MiB, so for large messages it covers fewer orders. Pipelines
+/// bound how far ahead messages run
+/// ([`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW) orders by default), so there
+/// the ring holds nearly all of them.
 pub const REORDER_RING: u64 = 32 * 1024;
+
+/// The most memory [`sortiter`]'s ring takes: a slot per order, whether a
+/// message waits in it or not, so one message far ahead costs as much as
+/// a full ring.
+const RING_BYTES: usize = 2 << 20;
+
+/// The orders the ring covers for messages of type `T`.
+fn ring_orders<T>() -> u64 {
+    let slot = std::mem::size_of::<Option<Parked<T>>>().max(1);
+    ((RING_BYTES / slot) as u64).clamp(64, REORDER_RING)
+}
 
 /// The iterator of [`sortiter`].
 pub struct SortIter<I, T> {
@@ -73,8 +86,8 @@ pub struct SortIter<I, T> {
     /// The order that comes out next.
     next: u64,
     arrivals: u64,
-    /// Early messages less than [`REORDER_RING`] orders ahead: slot `i`
-    /// holds the first to arrive of order `next + i`.
+    /// Early messages less than `ring_orders` ahead: slot `i` holds the
+    /// first to arrive of order `next + i`.
     near: VecDeque<Option<Parked<T>>>,
     in_near: usize,
     /// Other messages whose order is still to come.
@@ -109,7 +122,7 @@ impl<I, T> SortIter<I, T> {
     /// Parks a message whose order is still to come.
     fn park_ahead(&mut self, parked: Parked<T>) {
         let gap = parked.msg.order - self.next;
-        if gap < REORDER_RING {
+        if gap < ring_orders::<T>() {
             let i = gap as usize;
             if self.near.len() <= i {
                 self.near.resize_with(i + 1, || None);
@@ -327,6 +340,18 @@ mod tests {
         assert_eq!(got.len(), input.len());
         assert_eq!(got[got.len() - 2..], [(far, 0), (far, 4)]);
         assert!(got[..got.len() - 2].iter().map(|g| g.0).eq(0..far));
+    }
+
+    #[test]
+    fn large_messages_get_a_shorter_ring() {
+        assert_eq!(ring_orders::<u64>(), REORDER_RING);
+        let orders = ring_orders::<[u8; 4096]>();
+        assert!((64..REORDER_RING).contains(&orders), "{orders}");
+        // Past the shorter ring, messages wait in the heap: still in order.
+        let far = orders + 10;
+        let msgs = [far, 0, 1, far - 1].map(|o| Msg::new([0u8; 4096]).order(o));
+        let got: Vec<u64> = sortiter(msgs).map(|m| m.order).collect();
+        assert_eq!(got, [0, 1, far - 1, far]);
     }
 
     #[test]

@@ -32,6 +32,11 @@ use crate::queue::Item;
 /// If another thread ends the source while a writer is open, the END waits
 /// until the writer is dropped, so that what it put arrives first. (Putting
 /// through the writer after that still panics, as [`Source::put`] does.)
+/// So drop a writer before its thread waits for results that need the
+/// END, as one drops a channel's sender: a thread that keeps its writer
+/// open while it reads the pipeline's sinks, after another thread ended
+/// the source, waits for itself. The pipeline's `join` and drop send the
+/// END regardless, so a leaked writer (`mem::forget`) cannot hold them up.
 ///
 /// ```
 /// use ezq::{pipeline, worker};
@@ -100,7 +105,8 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
     }
 
     /// Like [`put`](SourceWriter::put), but returns the message if every
-    /// worker reading the queue is gone (or the pipeline was cancelled).
+    /// worker reading the queue is gone, the pipeline was cancelled, or
+    /// the source was ended.
     #[inline(always)]
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
         self.put_checked(msg.into(), false)
@@ -116,7 +122,7 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
             Some(local)
                 if self.end.fits_window(msg.order)
                     && !self.end.is_cancelled()
-                    && !(panic_if_ended && self.source.is_ended()) =>
+                    && !self.source.is_ended() =>
             {
                 self.push(local, msg)
             }
@@ -142,10 +148,13 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
     #[cold]
     #[inline(never)]
     fn put_slowly(&self, msg: Msg<T>, panic_if_ended: bool) -> Result<(), Disconnected<T>> {
-        assert!(
-            !(panic_if_ended && self.source.is_ended()),
-            "ezq: put on a pipeline source that was already ended; nothing would ever read it"
-        );
+        if self.source.is_ended() {
+            assert!(
+                !panic_if_ended,
+                "ezq: put on a pipeline source that was already ended; nothing would ever read it"
+            );
+            return Err(Disconnected(msg));
+        }
         let Some(local) = &self.local else {
             return self.source.try_put(msg);
         };
@@ -153,7 +162,8 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
             self.end.count_unbatched();
             return Err(Disconnected(msg));
         }
-        self.end.wait_for_window(msg.order, || local.flush());
+        self.end
+            .wait_for_window(msg.order, || self.end.flush_for_wait());
         self.push(local, msg)
     }
 
