@@ -76,30 +76,6 @@ impl<T> QueueShared<T> {
     }
 }
 
-/// What comes on `rx` within a moment, if anything: `Some(None)` if every
-/// producer is gone. Input often comes within microseconds, and a worker
-/// that found its queue empty would otherwise send its outboxes' partial
-/// blocks at once: many small blocks, and a wake-up for each.
-fn soon<T>(rx: &Receiver<Item<T>>) -> Option<Option<Item<T>>> {
-    for round in 0..SOON_ROUNDS {
-        if round < SOON_ROUNDS / 2 {
-            for _ in 0..(1 << round) {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::yield_now();
-        }
-        match rx.try_recv() {
-            Ok(item) => return Some(Some(item)),
-            Err(TryRecvError::Disconnected) => return Some(None),
-            Err(TryRecvError::Empty) => {}
-        }
-    }
-    None
-}
-
-const SOON_ROUNDS: u32 = 12;
-
 /// Sends `item`, timing the wait if the queue is full. `Err` if every
 /// reader is gone.
 fn send<T>(tx: &Sender<Item<T>>, item: Item<T>, replica: &Replica) -> Result<(), Item<T>> {
@@ -208,13 +184,10 @@ impl<T> Inbox<T> {
             let item = match self.rx.try_recv() {
                 Ok(item) => Some(item),
                 Err(TryRecvError::Disconnected) => None,
-                Err(TryRecvError::Empty) => match soon(&self.rx) {
-                    Some(item) => item,
-                    None => {
-                        control::flush_unsent();
-                        timed(&self.ctx.counters, || self.rx.recv()).ok()
-                    }
-                },
+                Err(TryRecvError::Empty) => {
+                    control::flush_unsent();
+                    timed(&self.ctx.counters, || self.rx.recv()).ok()
+                }
             };
             if let Some(msg) = self.accept(item) {
                 return Some(msg);
