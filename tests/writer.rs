@@ -199,7 +199,6 @@ fn a_writer_waiting_for_the_reorder_window_sends_its_block_first() {
     assert_eq!(count, 100_000);
     // The window, plus what the queues and the workers' blocks held when
     // the buffer first reported (until then, sources do not wait).
-    eprintln!("PARKED {max_parked}");
     assert!(max_parked <= 300 + 8 * 1024, "{max_parked} parked");
 }
 
