@@ -627,14 +627,30 @@ fn collatz_crossbeam_batch(n: u64, w: usize) -> u64 {
     printer.join().unwrap()
 }
 
-// --- 6. pipeline-batch: `pipeline!` with batched queues -----------------------
+// --- 6, 7. pipeline-batch, pipeline-writer: `pipeline!` with batched queues,
+// fed through `Source::put` or through a `SourceWriter` -----------------------
 
 fn sum_pipeline_batch(n: u64, w: usize) -> u64 {
+    sum_batched(n, w, false)
+}
+
+fn sum_pipeline_writer(n: u64, w: usize) -> u64 {
+    sum_batched(n, w, true)
+}
+
+fn sum_batched(n: u64, w: usize, through_writer: bool) -> u64 {
     let p = pipeline! {
         in_q[batch BLOCK] -> summer * w -> out_q;
     };
-    for i in 0..n {
-        p.in_q.put(i);
+    if through_writer {
+        let writer = p.in_q.writer();
+        for i in 0..n {
+            writer.put(i);
+        }
+    } else {
+        for i in 0..n {
+            p.in_q.put(i);
+        }
     }
     p.in_q.end();
     let total = p.out_q.iter().map(|msg| msg.data).sum();
@@ -643,48 +659,30 @@ fn sum_pipeline_batch(n: u64, w: usize) -> u64 {
 }
 
 fn collatz_pipeline_batch(n: u64, w: usize) -> u64 {
-    let p = pipeline! {
-        read_q[batch BLOCK] -> collatz * w -> write_q[batch BLOCK] -> printer -> result_q;
-    };
-    for i in 0..n {
-        p.read_q.put_msg(Msg::new(i).kind(kind_of(i)).order(i));
-    }
-    p.read_q.end();
-    let result = p.result_q.recv().expect("the printer put no checksum");
-    p.join().expect("a worker failed");
-    let (h, count) = result.data;
-    assert_eq!(count, n);
-    h
-}
-
-// --- 7. pipeline-writer: batched, fed through a `SourceWriter` ---------------
-
-fn sum_pipeline_writer(n: u64, w: usize) -> u64 {
-    let p = pipeline! {
-        in_q[batch BLOCK] -> summer * w -> out_q;
-    };
-    let writer = p.in_q.writer();
-    for i in 0..n {
-        writer.put(i);
-    }
-    p.in_q.end();
-    let total = p.out_q.iter().map(|msg| msg.data).sum();
-    drop(writer);
-    p.join().expect("a summer failed");
-    total
+    collatz_batched(n, w, false)
 }
 
 fn collatz_pipeline_writer(n: u64, w: usize) -> u64 {
+    collatz_batched(n, w, true)
+}
+
+fn collatz_batched(n: u64, w: usize, through_writer: bool) -> u64 {
     let p = pipeline! {
         read_q[batch BLOCK] -> collatz * w -> write_q[batch BLOCK] -> printer -> result_q;
     };
-    let writer = p.read_q.writer();
-    for i in 0..n {
-        writer.put_msg(Msg::new(i).kind(kind_of(i)).order(i));
+    let msg = |i| Msg::new(i).kind(kind_of(i)).order(i);
+    if through_writer {
+        let writer = p.read_q.writer();
+        for i in 0..n {
+            writer.put_msg(msg(i));
+        }
+    } else {
+        for i in 0..n {
+            p.read_q.put_msg(msg(i));
+        }
     }
     p.read_q.end();
     let result = p.result_q.recv().expect("the printer put no checksum");
-    drop(writer);
     p.join().expect("a worker failed");
     let (h, count) = result.data;
     assert_eq!(count, n);
