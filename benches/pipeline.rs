@@ -519,7 +519,7 @@ const BLOCK: usize = 1024;
 /// Blocks a hand-batched queue holds: the same room as ezq's batched queue
 /// gets by default. (With room for one block, both sides take turns
 /// waiting, and either version runs several times slower.)
-const BLOCK_SLOTS: usize = ezq::DEFAULT_BLOCKS;
+const BLOCK_SLOTS: usize = ezq::graph::DEFAULT_BLOCKS;
 
 /// A hand-written batching sender: collects messages, sends full blocks.
 struct BlockSender<T> {

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::within;
-use ezq::{Capacity, Cause, Either, Graph, Inbox, Msg, Outbox, QueueRef};
+use ezq::graph::{Capacity, QueueRef};
+use ezq::{Cause, Either, Graph, Inbox, Msg, Outbox};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -508,7 +509,7 @@ fn run_plan(plan: &Plan, fault: Option<Fault>) -> Result<Run, String> {
                 },
             ),
             shape => unreachable!("no worker has the shape {shape:?}"),
-        }
+        };
     }
     let mut p = g.start(|c| {
         let sources: Vec<_> = (0..plan.sources).map(|q| c.source(queues[q])).collect();

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::within;
-use ezq::{Capacity, Cause, Graph, Inbox, Monitor, Msg, Outbox, pipeline, worker};
+use ezq::graph::Capacity;
+use ezq::stats::Monitor;
+use ezq::{Cause, Graph, Inbox, Msg, Outbox, pipeline, worker};
 
 /// The text of a panic payload.
 fn payload_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {

@@ -146,7 +146,14 @@ fn a_writer_whose_readers_are_gone_hands_the_message_back() {
         let writer = p.numbers.writer();
         let back = (0..1_000u64).find_map(|i| writer.try_put(i).err());
         drop(writer);
-        p.join().unwrap();
+        // The first block, and the rest of the second, were lost with the
+        // reader that returned: join says so.
+        let err = p.join().unwrap_err();
+        assert_eq!(err.dropped(), 7);
+        assert!(matches!(
+            err.drops()[0].reason,
+            ezq::DropReason::ReaderReturned { .. }
+        ));
         back
     });
     let Some(Disconnected(msg)) = back else {
@@ -181,7 +188,7 @@ fn a_writer_waiting_for_the_reorder_window_sends_its_block_first() {
     let (count, max_parked) = within(60, || {
         let mut g = Graph::new();
         g.window(300);
-        let numbers = g.batched_queue::<u64>("numbers", ezq::Capacity::Default, 1024);
+        let numbers = g.batched_queue::<u64>("numbers", ezq::graph::Capacity::Default, 1024);
         let out = g.queue::<usize>("out");
         let slow_at = |order| order % 20_000 == 10_000;
         add_reordering_stages(&mut g, numbers, out, slow_at, &MAX_PARKED);

@@ -4,7 +4,7 @@
 
 use std::fmt::Display;
 
-pub use crate::graph::{Capacity, Channels, Graph, Inputs, Outputs, QueueRef};
+pub use crate::graph::{Capacity, Channels, Graph, Inputs, Outputs, QueueRef, WorkerSettings};
 pub use crate::{Inbox, Msg, Outbox, WorkerResult};
 
 /// A `#[worker]` function, as the companion type that `#[worker]` declares
@@ -38,10 +38,10 @@ pub fn worker<W: WorkerFn>(
     inputs: W::Inputs,
     outputs: W::Outputs,
     args: W::Args,
-) {
+) -> WorkerSettings<'_> {
     graph.add(W::NAME, replicas, inputs, outputs, move |i, o| {
         W::run(i, o, args.clone())
-    });
+    })
 }
 
 /// The loop of a map worker: one call per message, the result sent on with

@@ -1,14 +1,14 @@
-//! What a running pipeline shares with its worker threads: cancellation,
-//! the reorder window, and the batches a thread still has to flush.
+//! What a running pipeline shares with its worker threads: cancellation
+//! and the reorder window.
 
 use std::cell::RefCell;
-use std::rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::stats::{Padded, ReplicaCounters};
+use crate::stats::ReplicaCounters;
+use crate::sync::Padded;
 
 /// How far ahead of the oldest order a reorder buffer still waits for, the
 /// pipeline's sources may run by default; see [`Graph::window`](crate::Graph::window).
@@ -113,8 +113,6 @@ pub struct Replica {
 thread_local! {
     /// The pipeline whose worker this thread is running, if any.
     static CURRENT: RefCell<Option<Arc<Control>>> = const { RefCell::new(None) };
-    /// Batches this thread put and has not sent yet.
-    static UNSENT: RefCell<Vec<Unsent>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `body` as a worker of the pipeline `control`.
@@ -155,84 +153,6 @@ pub(crate) fn publish_low(low: u64) {
     CURRENT.with(|c| {
         if let Some(control) = c.borrow().as_ref() {
             control.publish_low(low);
-        }
-    });
-}
-
-/// A batch of messages not yet sent.
-pub(crate) trait Flush {
-    fn flush(&self);
-    /// The queue it goes to (see `QueueShared::id`).
-    fn queue_id(&self) -> usize;
-}
-
-/// A batch this thread has put messages into, which it flushes before it
-/// waits.
-pub(crate) enum Unsent {
-    /// A batch that any thread may put into (a batched source's).
-    Shared(Weak<dyn Flush + Send + Sync>),
-    /// A batch that only this thread puts into (an outbox's, a
-    /// [`SourceWriter`](crate::SourceWriter)'s).
-    Local(rc::Weak<dyn Flush>),
-}
-
-impl Unsent {
-    fn is_gone(&self) -> bool {
-        match self {
-            Unsent::Shared(batch) => batch.strong_count() == 0,
-            Unsent::Local(batch) => batch.strong_count() == 0,
-        }
-    }
-
-    /// Flushes the batch if it goes to `queue` (any queue if `None`).
-    fn flush(&self, queue: Option<usize>) {
-        let wanted = |b: &dyn Flush| queue.is_none_or(|q| b.queue_id() == q);
-        match self {
-            Unsent::Shared(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
-            Unsent::Local(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
-        };
-    }
-}
-
-/// A number for the current thread, unique in the process (never 0).
-pub(crate) fn thread_number() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    NUMBER.with(|n| *n)
-}
-
-/// Remembers that this thread has an unsent batch in `batch`.
-pub(crate) fn remember_unsent(batch: Unsent) {
-    UNSENT.with(|u| {
-        let mut unsent = u.borrow_mut();
-        unsent.retain(|b| !b.is_gone());
-        unsent.push(batch);
-    });
-}
-
-/// Sends every batch this thread has put but not sent: the thread is about
-/// to wait, and no message may be held back while it does.
-pub(crate) fn flush_unsent() {
-    flush_unsent_to(None);
-}
-
-/// Sends the batches this thread has put into `queue` but not sent: the
-/// queue is about to end, or its reorder window waits for them. (Not the
-/// other queues' batches: sending those could wait on a full queue whose
-/// reader waits for this one.)
-pub(crate) fn flush_unsent_into(queue: usize) {
-    flush_unsent_to(Some(queue));
-}
-
-fn flush_unsent_to(queue: Option<usize>) {
-    // During thread teardown the registry may be gone, and with it
-    // every writer that was in it.
-    let _ = UNSENT.try_with(|u| {
-        // A flush only sends on a channel: it never comes back here.
-        for batch in u.borrow().iter() {
-            batch.flush(queue);
         }
     });
 }

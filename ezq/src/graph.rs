@@ -6,21 +6,45 @@ use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+pub use crate::control::{DEFAULT_WINDOW, Replica};
+pub use crate::ends::outbox::OutboxParts;
 
-use crate::block::{BlockTarget, SharedBlock};
-use crate::control::{self, Control, DEFAULT_WINDOW, Replica};
-use crate::pipeline::{Pipeline, QueueEnd, QueueInfo, Running, SourceControl};
-use crate::ports::{Inbox, Outbox, OutboxParts, QueueShared, Sink, Source, SourceEnd};
-use crate::queue::Item;
-use crate::stats::ReplicaCounters;
+use crate::batch::{BlockTarget, SharedBlock};
+use crate::control::{self, Control};
+use crate::ends::QueueShared;
+use crate::ends::inbox::Inbox;
+use crate::ends::outbox::Outbox;
+use crate::ends::sink::Sink;
+use crate::ends::source::{Source, SourceControl, SourceEnd};
+use crate::pipeline::{Pipeline, Running};
+use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
+use crate::transport::{self, Ending, Item, Rx, Tx};
 use crate::worker::{WorkerResult, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
 /// given: large enough that channel hand-offs stay cheap, small enough that
-/// a fast stage cannot run far ahead of a slow one.
+/// a fast stage cannot run far ahead of a slow one. Large messages get
+/// fewer slots: see [`DEFAULT_QUEUE_BYTES`].
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// The most bytes of messages a queue of the default capacity holds: a
+/// queue of messages larger than `DEFAULT_QUEUE_BYTES / DEFAULT_CAPACITY`
+/// (16 KiB) holds fewer than [`DEFAULT_CAPACITY`] of them, and at least one.
+/// The size counted is the message's own (`size_of`), what a queue's slot
+/// holds; memory a message owns elsewhere (a `Vec`'s buffer) is not.
+pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The stack of a worker thread whose messages are small: Rust's default.
+const BASE_STACK: usize = 2 * 1024 * 1024;
+
+/// A message larger than this gets its worker a larger stack.
+const LARGE_MESSAGE: usize = 4 * 1024;
+
+/// How many copies of its largest message a worker's stack has room for
+/// by default, on top of [`BASE_STACK`]: a message moves through a few
+/// stack frames on its way into and out of a queue.
+const MESSAGES_ON_STACK: usize = 16;
 
 /// The fewest blocks a batched queue holds when its capacity is the
 /// default. With room for one block only, producer and consumer take turns
@@ -33,8 +57,9 @@ pub const DEFAULT_BLOCKS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capacity {
     /// [`DEFAULT_CAPACITY`] for sources and queues between workers (for a
-    /// batched queue, at least [`DEFAULT_BLOCKS`] blocks); unbounded for
-    /// sinks, which the caller may read at leisure.
+    /// batched queue, at least [`DEFAULT_BLOCKS`] blocks), and no more
+    /// than [`DEFAULT_QUEUE_BYTES`] of messages; unbounded for sinks, which
+    /// the caller may read at leisure.
     Default,
     /// At most this many messages (0 counts as 1: END must fit).
     Bounded(usize),
@@ -44,14 +69,60 @@ pub enum Capacity {
 
 impl Capacity {
     /// The most messages a queue holds; `None` if unbounded. `block` is
-    /// the block size of a batched queue.
-    fn messages(self, sink: bool, block: Option<usize>) -> Option<usize> {
+    /// the block size of a batched queue, `size` the size of a message.
+    fn messages(self, sink: bool, block: Option<usize>, size: usize) -> Option<usize> {
         match self {
             Capacity::Default if sink => None,
-            Capacity::Default => Some(DEFAULT_CAPACITY.max(DEFAULT_BLOCKS * block.unwrap_or(1))),
+            Capacity::Default => {
+                let count = DEFAULT_CAPACITY.max(DEFAULT_BLOCKS * block.unwrap_or(1));
+                let fits = DEFAULT_QUEUE_BYTES / size.max(1);
+                Some(count.min(fits.max(block.unwrap_or(1))))
+            }
             Capacity::Bounded(n) => Some(n),
             Capacity::Unbounded => None,
         }
+    }
+}
+
+/// Settings of a worker just added to a [`Graph`]: what
+/// [`Graph::add`] returns.
+///
+/// ```
+/// use ezq::{Graph, Inbox, Outbox};
+///
+/// let mut g = Graph::new();
+/// let input = g.queue::<u64>("input");
+/// let output = g.queue::<u64>("output");
+/// g.add("deep", 1, (input,), (output,), |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
+///     for msg in i {
+///         o.put_msg(msg);
+///     }
+/// })
+/// .stack_size(8 * 1024 * 1024);
+/// let p = g.start(|c| (c.source(input), c.sink(output)));
+/// p.0.put(1);
+/// p.0.end();
+/// assert_eq!(p.1.iter().count(), 1);
+/// ```
+pub struct WorkerSettings<'a> {
+    worker: &'a mut WorkerNode,
+}
+
+impl fmt::Debug for WorkerSettings<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerSettings")
+            .field("name", &self.worker.name)
+            .field("stack", &self.worker.stack)
+            .finish()
+    }
+}
+
+impl WorkerSettings<'_> {
+    /// Sets the stack size of the worker's threads, in bytes, for a worker
+    /// that recurses deeply or keeps large values on its stack.
+    pub fn stack_size(self, bytes: usize) -> Self {
+        self.worker.stack = Some(bytes);
+        self
     }
 }
 
@@ -78,8 +149,9 @@ impl<T> fmt::Debug for QueueRef<T> {
 /// Both ends of one queue's channel and what its ends share, type-erased
 /// in the graph's table.
 struct Channel<T> {
-    tx: Sender<Item<T>>,
-    rx: Receiver<Item<T>>,
+    tx: Tx<T>,
+    rx: Rx<T>,
+    counters: Arc<QueueCounters>,
     shared: Arc<QueueShared<T>>,
     /// Messages per block, for a batched queue.
     block: Option<usize>,
@@ -90,7 +162,7 @@ impl<T: Send + 'static> Channel<T> {
     /// as they leave.
     fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
         self.block.map(|block| {
-            let queue = Arc::clone(&self.shared);
+            let queue = Arc::clone(&self.counters);
             SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue, true))
         })
     }
@@ -124,7 +196,7 @@ impl Channels {
     /// The handle's end of a sink queue (one that no worker consumes).
     pub fn sink<T: Send + 'static>(&self, queue: QueueRef<T>) -> Sink<T> {
         let channel = self.channel(queue);
-        Sink::new(channel.rx.clone(), Arc::clone(&channel.shared))
+        Sink::new(channel.rx.clone(), Arc::clone(&channel.counters))
     }
 }
 
@@ -134,6 +206,8 @@ pub trait Inputs {
     type Open: Send;
     /// The queues' indices in the graph.
     fn indices(&self) -> Vec<usize>;
+    /// The size of the largest message these queues carry.
+    fn largest_message(&self) -> usize;
     /// One replica's inboxes.
     fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open;
 }
@@ -149,6 +223,8 @@ pub trait Outputs {
     type Parts: Send;
     /// The queues' indices in the graph.
     fn indices(&self) -> Vec<usize>;
+    /// The size of the largest message these queues carry.
+    fn largest_message(&self) -> usize;
     /// One replica's outboxes, to open on its thread.
     fn parts(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Parts;
     /// Opens the outboxes on the current thread.
@@ -162,6 +238,9 @@ macro_rules! port_tuples {
             fn indices(&self) -> Vec<usize> {
                 let ($($v,)*) = self;
                 vec![$($v.index),*]
+            }
+            fn largest_message(&self) -> usize {
+                0 $(.max(size_of::<Item<$t>>()))*
             }
             #[allow(unused_variables, clippy::unused_unit)]
             fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open {
@@ -179,12 +258,15 @@ macro_rules! port_tuples {
                 let ($($v,)*) = self;
                 vec![$($v.index),*]
             }
+            fn largest_message(&self) -> usize {
+                0 $(.max(size_of::<Item<$t>>()))*
+            }
             #[allow(unused_variables, clippy::unused_unit)]
             fn parts(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Parts {
                 let ($($v,)*) = self;
                 ($({
                     let c = channels.channel(*$v);
-                    OutboxParts::new(c.tx.clone(), c.block, Arc::clone(&c.shared), Arc::clone(replica))
+                    OutboxParts::new(c.tx.clone(), c.block, Arc::clone(&c.counters), Arc::clone(replica))
                 },)*)
             }
             #[allow(clippy::unused_unit)]
@@ -208,10 +290,10 @@ port_tuples! {
     (A a, B b, C c, D d, E e, F f, G g, H h)
 }
 
-type MakeChannel = fn(Capacity, Option<usize>, bool) -> Box<dyn Any + Send>;
+type MakeChannel = fn(Option<usize>, Option<usize>, Ending) -> Box<dyn Any + Send>;
 type MakeSource =
     fn(&(dyn Any + Send), &Arc<Control>) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
-type MakeEnd = fn(&(dyn Any + Send)) -> Arc<dyn QueueEnd>;
+type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
 
@@ -219,9 +301,11 @@ struct QueueNode {
     name: String,
     capacity: Capacity,
     block: Option<usize>,
+    /// The size of one message.
+    size: usize,
     make: MakeChannel,
     make_source: MakeSource,
-    make_end: MakeEnd,
+    counters: MakeEnd,
 }
 
 struct WorkerNode {
@@ -229,6 +313,8 @@ struct WorkerNode {
     replicas: usize,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
+    /// The stack size of its threads, if not Rust's default.
+    stack: Option<usize>,
     open: OpenReplica,
 }
 
@@ -243,21 +329,19 @@ impl WorkerNode {
 }
 
 fn make_channel<T: Send + 'static>(
-    capacity: Capacity,
+    messages: Option<usize>,
     block: Option<usize>,
-    sink: bool,
+    ending: Ending,
 ) -> Box<dyn Any + Send> {
-    let messages = capacity.messages(sink, block);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
-    let (tx, rx) = match slots {
-        Some(n) => crossbeam_channel::bounded(n),
-        None => crossbeam_channel::unbounded(),
-    };
+    let (tx, rx) = transport::channel(slots, ending);
+    let counters = QueueCounters::new();
     Box::new(Channel::<T> {
         tx,
         rx,
-        shared: QueueShared::new(),
+        shared: QueueShared::new(Arc::clone(&counters)),
+        counters,
         block,
     })
 }
@@ -278,14 +362,14 @@ fn make_source<T: Send + 'static>(
     let shared = SourceEnd::new(
         c.tx.clone(),
         c.source_block(),
-        Arc::clone(&c.shared),
+        Arc::clone(&c.counters),
         Arc::clone(control),
     );
     (Arc::new(Arc::clone(&shared)), shared)
 }
 
-fn make_end<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn QueueEnd> {
-    channel_of::<T>(channel).shared.clone()
+fn counters_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<QueueCounters> {
+    Arc::clone(&channel_of::<T>(channel).counters)
 }
 
 /// A worker graph under construction: queues, and workers wired to them.
@@ -389,9 +473,10 @@ impl Graph {
             name: name.to_owned(),
             capacity,
             block,
+            size: size_of::<Item<T>>(),
             make: make_channel::<T>,
             make_source: make_source::<T>,
-            make_end: make_end::<T>,
+            counters: counters_of::<T>,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -403,6 +488,11 @@ impl Graph {
     /// inboxes (one per queue in `inputs`) and outboxes (one per queue in
     /// `outputs`). `f` may return `()` or `Result<(), E>`.
     ///
+    /// Its threads get Rust's default stack (2 MiB), plus room for 16
+    /// copies of its largest message when its messages are large (over
+    /// 4 KiB), so that a large message cannot overflow the stack on its way
+    /// through a queue; [`WorkerSettings::stack_size`] sets it.
+    ///
     /// # Panics
     /// If `replicas` is 0: such a worker would never read its inputs.
     pub fn add<I, O, R>(
@@ -412,7 +502,8 @@ impl Graph {
         inputs: I,
         outputs: O,
         f: impl Fn(I::Open, O::Open) -> R + Send + Sync + 'static,
-    ) where
+    ) -> WorkerSettings<'_>
+    where
         I: Inputs + 'static,
         O: Outputs + 'static,
         R: WorkerResult,
@@ -423,11 +514,14 @@ impl Graph {
         );
         let f = Arc::new(f);
         let (ins, outs) = (inputs.indices(), outputs.indices());
+        let largest = inputs.largest_message().max(outputs.largest_message());
+        let stack = (largest > LARGE_MESSAGE).then(|| BASE_STACK + MESSAGES_ON_STACK * largest);
         self.workers.push(WorkerNode {
             name: name.to_owned(),
             replicas,
             inputs: ins,
             outputs: outs,
+            stack,
             open: Box::new(move |channels, replica| {
                 let (i, o) = (
                     inputs.open(channels, replica),
@@ -437,6 +531,8 @@ impl Graph {
                 Box::new(move || f(i, O::open(o)).into_result())
             }),
         });
+        let worker = self.workers.last_mut().expect("just added");
+        WorkerSettings { worker }
     }
 
     /// Graphviz DOT text of the graph: workers as ellipses (with their
@@ -499,8 +595,16 @@ impl Graph {
                 produced[q] = true;
             }
         }
-        let channels: Vec<_> = (self.queues.iter().zip(&readers))
-            .map(|(q, names)| (q.make)(q.capacity, q.block, names.is_empty()))
+        let channels: Vec<_> = (self.queues.iter().enumerate())
+            .map(|(i, q)| {
+                let messages = q.capacity.messages(readers[i].is_empty(), q.block, q.size);
+                // A queue no worker produces is a source: its caller ends it.
+                let ending = match produced[i] {
+                    true => Ending::ProducersGone,
+                    false => Ending::Explicit,
+                };
+                (q.make)(messages, q.block, ending)
+            })
             .collect();
         let mut source_controls = Vec::new();
         let sources = (self.queues.iter().enumerate())
@@ -515,9 +619,9 @@ impl Graph {
         let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
-                capacity: q.capacity.messages(readers.is_empty(), q.block),
+                capacity: q.capacity.messages(readers.is_empty(), q.block, q.size),
                 readers,
-                end: (q.make_end)(channels[i].as_ref()),
+                counters: (q.counters)(channels[i].as_ref()),
             })
             .collect();
         let channels = Channels { channels, sources };
@@ -533,7 +637,7 @@ impl Graph {
                 let body = (w.open)(&channels, &ctx);
                 let thread_control = Arc::clone(&control);
                 let finished = Arc::clone(&counters);
-                let handle = spawn_thread(format!("{name}#{replica}"), move || {
+                let handle = spawn_thread(format!("{name}#{replica}"), w.stack, move || {
                     let _finished = Finished(finished);
                     control::enter(thread_control, || trace::replica(&ctx.counters, body))
                 });

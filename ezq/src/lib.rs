@@ -115,7 +115,7 @@
 //! moves messages in blocks while workers still put and read them one by
 //! one. A block leaves when it is full, when its producer is about to wait
 //! for input, and at END, so an idle pipeline never holds a message back.
-//! By default a batched queue has room for [`DEFAULT_BLOCKS`] blocks.
+//! By default a batched queue has room for [`DEFAULT_BLOCKS`](graph::DEFAULT_BLOCKS) blocks.
 //!
 //! A source can be fed from any thread, so its `put` into a batched queue
 //! takes a lock per message; to feed it from one thread without that lock,
@@ -139,7 +139,7 @@
 //!
 //! ## 5. Statistics
 //!
-//! [`Pipeline::stats`] (or a [`Monitor`] on another thread) counts, for each
+//! [`Pipeline::stats`] (or a [`Monitor`](stats::Monitor) on another thread) counts, for each
 //! queue, the messages put and taken, its high-water mark, its capacity
 //! and the workers reading it, and for each worker replica the messages
 //! processed and the time spent busy and waiting. Counting is local to each
@@ -154,19 +154,22 @@
 
 extern crate self as ezq;
 
-mod block;
-mod control;
-mod graph;
-mod map;
-mod msg;
-mod pipeline;
-mod ports;
-mod queue;
-mod sort;
-mod stats;
-mod trace;
-mod worker;
-mod writer;
+// The layers, from the bottom: a module uses only those above it.
+mod batch; // blocks, and each thread's unsent blocks
+mod control; // cancellation, the reorder window, a replica's context
+mod ends; // Inbox, Outbox, Source, SourceWriter, Sink
+mod error; // Error, Failure, Dropped
+pub mod graph;
+mod map; // ordered parallel map
+mod msg; // Msg, Kind
+mod pipeline; // a running graph
+mod queue; // the hand-wired Queue
+mod sort; // sortiter
+pub mod stats; // what is counted, and the account of each queue
+mod sync; // Padded, lock, thread_number
+mod trace; // tracing spans
+mod transport; // how items cross a queue; the END protocol
+mod worker; // run, Worker, endq_and_wait // the graph builder and its plumbing
 
 #[cfg(feature = "progress")]
 mod progress;
@@ -174,21 +177,24 @@ mod progress;
 #[doc(hidden)]
 pub mod __private;
 
-pub use control::{DEFAULT_WINDOW, Replica, is_cancelled};
+// What users type every day: Python ezq's names, messages, workers and
+// pipelines. The graph builder's plumbing is in `graph`, the statistics
+// in `stats`.
+pub use control::is_cancelled;
+pub use ends::Disconnected;
+pub use ends::inbox::{Either, Inbox, Merge, RecvTimeout};
+pub use ends::outbox::Outbox;
+pub use ends::sink::{Sink, SinkIter};
+pub use ends::source::Source;
+pub use ends::writer::SourceWriter;
+pub use error::{Cause, DropReason, Dropped, Error, Failure};
 pub use ezq_macros::{pipeline, worker};
-pub use graph::{
-    Capacity, Channels, DEFAULT_BLOCKS, DEFAULT_CAPACITY, Graph, Inputs, Outputs, QueueRef,
-};
+pub use graph::Graph;
 pub use map::{Map, map, map_with_window};
 pub use msg::{Kind, Msg};
-pub use pipeline::{Monitor, Pipeline, TimedOut};
-pub use ports::{Disconnected, Either, Inbox, Merge, Outbox, RecvTimeout, Sink, SinkIter, Source};
+pub use pipeline::{Pipeline, TimedOut};
 #[cfg(feature = "progress")]
 pub use progress::Progress;
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
 pub use sort::{REORDER_RING, SortIter, sortiter, sortiter_from};
-pub use stats::{QueueStats, Stats, WorkerStats};
-pub use worker::{
-    Cause, Error, Failure, Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named,
-};
-pub use writer::SourceWriter;
+pub use worker::{Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named};

@@ -148,6 +148,6 @@ mod tests {
             .count()
         });
         let payload = result.unwrap_err();
-        assert_eq!(crate::worker::panic_message(payload.as_ref()), "bad item 3");
+        assert_eq!(crate::error::panic_message(payload.as_ref()), "bad item 3");
     }
 }

@@ -4,71 +4,13 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::control::Control;
-use crate::ports::{QueueShared, SourceEnd};
-use crate::stats::{QueueCounters, QueueStats, ReplicaCounters, Stats};
-use crate::worker::{Error, failure};
-
-/// A source as the pipeline sees it, whatever its message type.
-pub(crate) trait SourceControl: Send + Sync {
-    /// Ends the source, waiting for room in its queue until `deadline`;
-    /// false if the END did not all fit by then.
-    fn end_by(&self, deadline: Option<Instant>) -> bool;
-    /// Wakes its readers after a cancel, never waiting.
-    fn nudge(&self);
-}
-
-impl<T: Send + 'static> SourceControl for SourceEnd<T> {
-    fn end_by(&self, deadline: Option<Instant>) -> bool {
-        SourceEnd::end_by(self, deadline)
-    }
-
-    fn nudge(&self) {
-        SourceEnd::nudge(self);
-    }
-}
-
-/// A queue's counters, whatever its message type.
-pub(crate) trait QueueEnd: Send + Sync {
-    fn counters(&self) -> &QueueCounters;
-}
-
-impl<T: Send> QueueEnd for QueueShared<T> {
-    fn counters(&self) -> &QueueCounters {
-        &self.counters
-    }
-}
-
-/// One queue, as the pipeline's statistics see it.
-pub(crate) struct QueueInfo {
-    pub(crate) name: String,
-    pub(crate) capacity: Option<usize>,
-    /// The workers reading the queue; none for a sink.
-    pub(crate) readers: Vec<String>,
-    pub(crate) end: Arc<dyn QueueEnd>,
-}
-
-impl QueueInfo {
-    fn is_sink(&self) -> bool {
-        self.readers.is_empty()
-    }
-
-    fn stats(&self) -> QueueStats {
-        let counters = self.end.counters();
-        QueueStats {
-            name: self.name.clone(),
-            put: counters.put.load(Ordering::Relaxed),
-            taken: counters.taken.load(Ordering::Relaxed),
-            high_water: counters.high_water.load(Ordering::Relaxed),
-            capacity: self.capacity,
-            readers: self.readers.clone(),
-        }
-    }
-}
+use crate::ends::source::SourceControl;
+use crate::error::{DropReason, Dropped, Error, Failure, Outcome, Stopped, failure};
+use crate::stats::{Monitor, QueueInfo, ReplicaCounters, Stats};
 
 /// One worker replica's thread.
 pub(crate) struct Running {
@@ -90,6 +32,11 @@ pub(crate) struct Running {
 pub struct Pipeline<Q> {
     queues: Q,
     threads: Vec<Running>,
+    /// The replicas joined so far, and their failures.
+    ended: Vec<Ended>,
+    failures: Vec<Failure>,
+    /// The outcome was computed and returned: nothing is left to report.
+    settled: bool,
     sources: Vec<Arc<dyn SourceControl>>,
     monitor: Monitor,
     control: Arc<Control>,
@@ -97,44 +44,63 @@ pub struct Pipeline<Q> {
     diagrams: [String; 2],
 }
 
-/// A handle on a pipeline's statistics that can go to another thread (a
-/// progress display, a metrics exporter) and outlive the pipeline: from
-/// [`Pipeline::monitor`].
-#[derive(Clone)]
-pub struct Monitor {
-    queues: Arc<[QueueInfo]>,
-    replicas: Arc<[Arc<ReplicaCounters>]>,
-}
-
-impl fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Monitor")
-            .field("queues", &self.queues.len())
-            .field("workers", &self.replicas.len())
-            .finish()
-    }
-}
-
-impl Monitor {
-    /// Counters of every queue and every worker replica, now.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            queues: (self.queues.iter()).map(QueueInfo::stats).collect(),
-            workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
+/// Settles every queue's account once every worker has finished:
+/// what each queue (sinks aside) lost, and why.
+fn settle(monitor: &Monitor, ended: &[Ended], cancelled: bool) -> Vec<Dropped> {
+    let mut drops = Vec::new();
+    for q in monitor.queues().iter().filter(|q| !q.is_sink()) {
+        let count = q.counters.settle();
+        if count == 0 {
+            continue;
         }
+        let reason = if cancelled {
+            DropReason::Cancelled
+        } else {
+            why_dropped(&q.counters.left_early(), ended)
+        };
+        drops.push(Dropped {
+            queue: q.name.clone(),
+            count,
+            reason,
+        });
     }
+    drops
+}
 
-    /// Whether every worker replica has finished.
-    pub fn is_finished(&self) -> bool {
-        self.replicas.iter().all(|r| r.is_finished())
-    }
+/// How a worker replica ended.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ending {
+    Failed,
+    Stopped,
+    Returned,
+}
 
-    /// Messages put into the queues (sinks aside) and never taken.
-    fn unread(&self) -> u64 {
-        (self.queues.iter())
-            .filter(|q| !q.is_sink())
-            .map(|q| q.stats().len())
-            .sum()
+/// One finished worker replica.
+struct Ended {
+    name: Arc<str>,
+    replica: usize,
+    how: Ending,
+}
+
+/// Why a queue lost messages, from the readers that left it before its
+/// END: a failure first, then a reader stopped from downstream, then one
+/// that returned.
+fn why_dropped(left: &[(Arc<str>, usize)], ended: &[Ended]) -> DropReason {
+    let how = |(name, replica): &(Arc<str>, usize)| {
+        let e = ended
+            .iter()
+            .find(|e| e.name == *name && e.replica == *replica);
+        (
+            e.map_or(Ending::Returned, |e| e.how),
+            name.to_string(),
+            *replica,
+        )
+    };
+    match left.iter().map(how).min() {
+        None => DropReason::NoReader,
+        Some((Ending::Failed, worker, replica)) => DropReason::ReaderFailed { worker, replica },
+        Some((Ending::Stopped, worker, replica)) => DropReason::ReaderStopped { worker, replica },
+        Some((Ending::Returned, worker, replica)) => DropReason::ReaderReturned { worker, replica },
     }
 }
 
@@ -149,7 +115,7 @@ impl<Q> Deref for Pipeline<Q> {
 impl<Q> fmt::Debug for Pipeline<Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("workers", &self.monitor.replicas.len())
+            .field("workers", &self.monitor.stats().workers.len())
             .field("running", &self.threads.len())
             .field("cancelled", &self.control.is_cancelled())
             .finish_non_exhaustive()
@@ -185,13 +151,14 @@ impl<Q> Pipeline<Q> {
         control: Arc<Control>,
         diagrams: [String; 2],
     ) -> Self {
-        let monitor = Monitor {
-            queues: queue_ends.into(),
-            replicas: threads.iter().map(|t| Arc::clone(&t.counters)).collect(),
-        };
+        let replicas = threads.iter().map(|t| Arc::clone(&t.counters)).collect();
+        let monitor = Monitor::new(queue_ends, replicas);
         Pipeline {
             queues,
             threads,
+            ended: Vec::new(),
+            failures: Vec::new(),
+            settled: false,
             sources,
             monitor,
             control,
@@ -200,9 +167,12 @@ impl<Q> Pipeline<Q> {
     }
 
     /// Ends every source, waits for every worker, and returns every failure
-    /// (worker, replica, panic message or error). After
-    /// [`cancel`](Pipeline::cancel), the error also says so and counts
-    /// the messages dropped.
+    /// (worker, replica, panic message or error) and every message lost
+    /// (queue, count, reason). `Ok(())` means nothing was lost: every
+    /// message a queue accepted was taken by a worker, handed to the
+    /// caller through a sink, or [discarded on purpose](crate::Inbox::discard_rest).
+    /// After [`cancel`](Pipeline::cancel), the error also says so and
+    /// counts the messages dropped.
     pub fn join(mut self) -> Result<(), Error> {
         match self.finish(None) {
             Ok(result) => result,
@@ -257,8 +227,10 @@ impl<Q> Pipeline<Q> {
 
     /// Ends the sources and joins the threads, until `deadline` if any.
     fn finish(&mut self, deadline: Option<Instant>) -> Result<Result<(), Error>, TimedOut> {
+        if self.settled {
+            return Ok(Ok(()));
+        }
         self.sources.retain(|source| !source.end_by(deadline));
-        let mut failures = Vec::new();
         let mut pause = Duration::from_micros(100);
         loop {
             let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
@@ -266,7 +238,19 @@ impl<Q> Pipeline<Q> {
                 .partition(|t| deadline.is_none() || t.handle.is_finished());
             for t in done {
                 let c = &t.counters;
-                failures.extend(failure(&c.name, Some(c.replica), &t.handle.join()));
+                let outcome: Outcome = t.handle.join();
+                let how = match &outcome {
+                    Err(payload) if payload.is::<Stopped>() => Ending::Stopped,
+                    Ok(Ok(())) => Ending::Returned,
+                    _ => Ending::Failed,
+                };
+                self.failures
+                    .extend(failure(&c.name, Some(c.replica), &outcome));
+                self.ended.push(Ended {
+                    name: Arc::clone(&c.name),
+                    replica: c.replica,
+                    how,
+                });
             }
             self.threads = running;
             if self.threads.is_empty() && self.sources.is_empty() {
@@ -287,18 +271,25 @@ impl<Q> Pipeline<Q> {
                 }
             }
         }
+        self.settled = true;
+        let cancelled = self.control.is_cancelled();
+        let drops = settle(&self.monitor, &self.ended, cancelled);
         Ok(Error::pipeline(
-            failures,
-            self.control.is_cancelled(),
-            self.monitor.unread(),
+            std::mem::take(&mut self.failures),
+            cancelled,
+            drops,
         ))
     }
 }
 
 impl<Q> Drop for Pipeline<Q> {
     fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
         if let Ok(Err(error)) = self.finish(None) {
-            if !error.failures().is_empty() && !thread::panicking() {
+            let lost = error.dropped() > 0 && !error.is_cancelled();
+            if (!error.failures().is_empty() || lost) && !thread::panicking() {
                 panic!("{error}");
             }
         }

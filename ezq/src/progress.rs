@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::{Monitor, Stats};
+use crate::stats::{Monitor, Stats};
 
 /// How often the display is redrawn.
 const INTERVAL: Duration = Duration::from_millis(150);

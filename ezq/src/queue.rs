@@ -1,27 +1,13 @@
 //! The hand-wired [`Queue`] and the free functions Python ezq users know:
-//! [`put_msg`], [`iter_msg`], [`endq`] and [`iter_q`].
+//! [`put_msg`], [`iter_msg`], [`endq`] and [`iter_q`]. It stands on the
+//! transport layer like a pipeline's queues, with the same END protocol.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-
 use crate::Msg;
-
-/// What travels through every ezq channel: a message, or the END of the
-/// stream. END is in-band so that it queues behind the messages sent before
-/// it. The enum adds one word to `Msg<T>`: [`Kind`](crate::Kind) leaves no
-/// invalid bit pattern to hide the variant in, on purpose.
-pub(crate) enum Item<T> {
-    Msg(Msg<T>),
-    End,
-    /// Several messages at once, on a batched pipeline queue. Boxed, so
-    /// that the item stays one word over a message even when the message
-    /// is smaller than a `Vec`.
-    #[allow(clippy::box_collection)]
-    Batch(Box<Vec<Msg<T>>>),
-}
+use crate::transport::{self, Ending, Gate, Item, Rx, Tx};
 
 /// A multi-producer, multi-consumer queue of [`Msg<T>`]; clones share one queue.
 ///
@@ -34,8 +20,9 @@ pub(crate) enum Item<T> {
 /// each consumer's iterator yields the messages queued before the END and
 /// then stops. Ending twice is harmless. Putting a message after the end is
 /// a bug in the program: [`put_msg`] panics, [`Queue::try_put`] returns
-/// [`Ended`] with the message. (A put that races with `endq` on another
-/// thread may land either side of the END; order the two if that matters.)
+/// [`Ended`] with the message. A put that races with `endq` on another
+/// thread either lands before the END (it returned) or is refused: no
+/// message is lost between the two.
 ///
 /// ```
 /// use ezq::Queue;
@@ -48,17 +35,18 @@ pub(crate) enum Item<T> {
 /// assert_eq!(all, [1, 2]);
 /// ```
 pub struct Queue<T> {
-    tx: Sender<Item<T>>,
-    rx: Receiver<Item<T>>,
+    tx: Tx<T>,
+    rx: Rx<T>,
     state: Arc<EndState>,
 }
 
 /// Where a queue's END stands; shared by its clones.
 #[derive(Default)]
 struct EndState {
-    ended: AtomicBool,
-    /// Ended by `iter_q` while full: the END goes in as soon as any
-    /// consumer frees a slot, so no consumer can lose it.
+    gate: Gate,
+    /// Ended by `iter_q`, which never waits: the END goes in as soon as
+    /// no put is inside the gate and there is room, placed by whichever
+    /// consumer comes next, so no consumer can miss it.
     pending: AtomicBool,
 }
 
@@ -104,17 +92,18 @@ impl<T: fmt::Debug> std::error::Error for Ended<T> {}
 impl<T> Queue<T> {
     /// An unbounded queue.
     pub fn new() -> Self {
-        Self::from_channel(crossbeam_channel::unbounded())
+        Self::with_capacity(None)
     }
 
     /// A queue holding at most `capacity` messages: `put` waits while it is
     /// full. A capacity of 0 counts as 1: the END must fit in the queue to
     /// reach every consumer.
     pub fn bounded(capacity: usize) -> Self {
-        Self::from_channel(crossbeam_channel::bounded(capacity.max(1)))
+        Self::with_capacity(Some(capacity.max(1)))
     }
 
-    fn from_channel((tx, rx): (Sender<Item<T>>, Receiver<Item<T>>)) -> Self {
+    fn with_capacity(capacity: Option<usize>) -> Self {
+        let (tx, rx) = transport::channel(capacity, Ending::Explicit);
         Queue {
             tx,
             rx,
@@ -137,44 +126,39 @@ impl<T> Queue<T> {
     /// already ended.
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Ended<T>> {
         let msg = msg.into();
-        if self.is_ended() {
+        let Some(_inside) = self.state.gate.enter() else {
             return Err(Ended(msg));
-        }
-        // The queue holds a receiver of its own, so the channel never disconnects.
+        };
+        // The queue holds a receiver of its own, so the send cannot fail.
         let _ = self.tx.send(Item::Msg(msg));
         Ok(())
     }
 
     /// Ends the queue for every consumer; see [`endq`].
     pub fn end(&self) {
-        if !self.state.ended.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Item::End);
-        }
+        self.state.gate.close();
+        self.state.gate.send_end(&self.tx, None, || {});
     }
 
-    /// Puts a pending END (see [`EndState::pending`]) if there is room.
+    /// Puts a pending END (see [`EndState::pending`]) if that needs no wait.
+    #[inline]
     fn place_pending_end(&self) {
-        // A plain load first: the swap would write the shared line on every
-        // message, and an END is almost never pending.
-        if self.state.pending.load(Ordering::Acquire)
-            && self.state.pending.swap(false, Ordering::AcqRel)
-        {
-            if let Err(TrySendError::Full(_)) = self.tx.try_send(Item::End) {
-                self.state.pending.store(true, Ordering::Release);
-            }
+        // A plain load first: an END is almost never pending.
+        if self.state.pending.load(Ordering::Acquire) && self.state.gate.try_send_end(&self.tx) {
+            self.state.pending.store(false, Ordering::Release);
         }
     }
 
     /// Whether the queue was ended.
     pub fn is_ended(&self) -> bool {
-        self.state.ended.load(Ordering::Acquire)
+        self.state.gate.is_closed()
     }
 
     /// Number of messages waiting in the queue (a snapshot: other threads
     /// may change it at once).
     pub fn len(&self) -> usize {
-        // The END marker stays in an ended queue; it is not a message.
-        let end_queued = self.is_ended() && !self.state.pending.load(Ordering::Acquire);
+        // The END stays in an ended queue; it is not a message.
+        let end_queued = self.state.gate.end_sent();
         self.rx.len().saturating_sub(usize::from(end_queued))
     }
 
@@ -187,14 +171,16 @@ impl<T> Queue<T> {
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
             queue: self,
+            block: Vec::new().into_iter(),
             done: false,
         }
     }
 
     /// Ends the queue and iterates over what it holds; see [`iter_q`].
     pub fn drain(&self) -> Iter<'_, T> {
-        if !self.state.ended.swap(true, Ordering::AcqRel) {
-            // Never waits: on a full queue the END goes in once a slot frees.
+        if self.state.gate.close() {
+            // Never waits: the END goes in once no put is inside and a
+            // slot is free.
             self.state.pending.store(true, Ordering::Release);
             self.place_pending_end();
         }
@@ -206,6 +192,7 @@ impl<T> Queue<T> {
 /// queue's END, which it never yields.
 pub struct Iter<'a, T> {
     queue: &'a Queue<T>,
+    block: std::vec::IntoIter<Msg<T>>,
     done: bool,
 }
 
@@ -213,22 +200,23 @@ impl<T> Iterator for Iter<'_, T> {
     type Item = Msg<T>;
 
     fn next(&mut self) -> Option<Msg<T>> {
-        if self.done {
-            return None;
-        }
-        // With an END pending the queue is full, so this recv cannot wait.
-        self.queue.place_pending_end();
-        let item = self.queue.rx.recv().ok()?;
-        match item {
-            Item::Msg(msg) => Some(msg),
-            Item::Batch(_) => unreachable!("a hand-made queue carries no blocks"),
-            Item::End => {
-                self.done = true;
-                // Put the END back for the other consumers: one END ends
-                // the queue for all of them. Taking it freed a slot, so this
-                // only fails if another thread put after the end.
-                let _ = self.queue.tx.try_send(Item::End);
-                None
+        loop {
+            if let Some(msg) = self.block.next() {
+                return Some(msg);
+            }
+            if self.done {
+                return None;
+            }
+            // With an END pending, either it goes in now, or a put is still
+            // inside the gate or the queue is full: then a message comes,
+            // and this recv does not wait for ever.
+            self.queue.place_pending_end();
+            match self.queue.rx.recv() {
+                Item::Msg(msg) => return Some(msg),
+                Item::Batch(block) => self.block = block.into_iter(),
+                // The transport put it back for the other consumers: one
+                // END ends the queue for all of them.
+                Item::End => self.done = true,
             }
         }
     }
@@ -294,15 +282,6 @@ pub fn iter_q<T>(q: &Queue<T>) -> Iter<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_item_adds_at_most_a_word_to_its_message() {
-        assert_eq!(std::mem::size_of::<Item<u64>>(), 32);
-        assert_eq!(
-            std::mem::size_of::<Item<(u64, u64)>>(),
-            std::mem::size_of::<Msg<(u64, u64)>>() + 8
-        );
-    }
 
     #[test]
     fn end_is_sticky_and_idempotent() {

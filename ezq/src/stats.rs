@@ -1,9 +1,15 @@
-//! Statistics of a running pipeline: [`Stats`], [`QueueStats`], [`WorkerStats`].
+//! Statistics of a running pipeline: [`Stats`], [`QueueStats`] and
+//! [`WorkerStats`], read through [`Pipeline::stats`](crate::Pipeline::stats)
+//! or a [`Monitor`]. Every count the runtime keeps is kept here, and so is
+//! each queue's account, which [`Pipeline::join`](crate::Pipeline::join)
+//! settles: what was put was taken, discarded on purpose, or dropped.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::sync::lock;
 
 /// A snapshot of a pipeline's queues and workers, from
 /// [`Pipeline::stats`](crate::Pipeline::stats).
@@ -28,6 +34,14 @@ pub struct QueueStats {
     pub put: u64,
     /// Messages taken from it.
     pub taken: u64,
+    /// Messages left unread on purpose, once the pipeline has finished: a
+    /// reader called [`Inbox::discard_rest`](crate::Inbox::discard_rest).
+    pub discarded: u64,
+    /// Messages lost, once the pipeline has finished: put and never taken,
+    /// because the pipeline was cancelled or a reader went away before the
+    /// END. [`Pipeline::join`](crate::Pipeline::join) reports the same
+    /// numbers in its [`Error`](crate::Error).
+    pub dropped: u64,
     /// The most messages seen waiting in it at once (sampled).
     pub high_water: usize,
     /// How many messages it holds at most; `None` if unbounded.
@@ -38,13 +52,16 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    /// Messages put and not taken (waiting, or never to be taken once the
-    /// pipeline has finished).
+    /// Messages put and not taken, discarded or dropped: those waiting in
+    /// the queue (0 once the pipeline has finished).
     pub fn len(&self) -> u64 {
-        self.put.saturating_sub(self.taken)
+        (self.put)
+            .saturating_sub(self.taken)
+            .saturating_sub(self.discarded)
+            .saturating_sub(self.dropped)
     }
 
-    /// Whether every message put was taken.
+    /// Whether no message is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -111,6 +128,80 @@ impl fmt::Display for Stats {
     }
 }
 
+/// One queue, as the pipeline's statistics see it.
+pub(crate) struct QueueInfo {
+    pub(crate) name: String,
+    pub(crate) capacity: Option<usize>,
+    /// The workers reading the queue; none for a sink.
+    pub(crate) readers: Vec<String>,
+    pub(crate) counters: Arc<QueueCounters>,
+}
+
+impl QueueInfo {
+    pub(crate) fn is_sink(&self) -> bool {
+        self.readers.is_empty()
+    }
+
+    fn stats(&self) -> QueueStats {
+        let counters = &self.counters;
+        QueueStats {
+            name: self.name.clone(),
+            put: counters.put.load(Ordering::Relaxed),
+            taken: counters.taken.load(Ordering::Relaxed),
+            discarded: counters.discarded.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            high_water: counters.high_water.load(Ordering::Relaxed),
+            capacity: self.capacity,
+            readers: self.readers.clone(),
+        }
+    }
+}
+
+/// A handle on a pipeline's statistics that can go to another thread (a
+/// progress display, a metrics exporter) and outlive the pipeline: from
+/// [`Pipeline::monitor`](crate::Pipeline::monitor).
+#[derive(Clone)]
+pub struct Monitor {
+    queues: Arc<[QueueInfo]>,
+    replicas: Arc<[Arc<ReplicaCounters>]>,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("queues", &self.queues.len())
+            .field("workers", &self.replicas.len())
+            .finish()
+    }
+}
+
+impl Monitor {
+    pub(crate) fn new(queues: Vec<QueueInfo>, replicas: Vec<Arc<ReplicaCounters>>) -> Self {
+        Monitor {
+            queues: queues.into(),
+            replicas: replicas.into(),
+        }
+    }
+
+    /// Counters of every queue and every worker replica, now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            queues: (self.queues.iter()).map(QueueInfo::stats).collect(),
+            workers: self.replicas.iter().map(|r| r.snapshot()).collect(),
+        }
+    }
+
+    /// Whether every worker replica has finished.
+    pub fn is_finished(&self) -> bool {
+        self.replicas.iter().all(|r| r.is_finished())
+    }
+
+    /// The queues, in declaration order.
+    pub(crate) fn queues(&self) -> &[QueueInfo] {
+        &self.queues
+    }
+}
+
 /// Whether the statistics are kept: always, but for a build with
 /// `--cfg ezq_no_stats`, which exists only to measure what they cost
 /// (`benches/stats-cost.sh`).
@@ -129,27 +220,97 @@ pub(crate) fn timed<R>(counters: &ReplicaCounters, wait: impl FnOnce() -> R) -> 
     result
 }
 
-/// A value on a cache line of its own, so that threads writing it do not
-/// slow down threads reading its neighbours (128 bytes: the prefetcher of
-/// recent x86 cores pulls lines in pairs).
+/// The shared counters of one queue, on cache lines of their own: written
+/// as messages are put and taken, apart from what every reader reads for
+/// every message. Every end of the queue counts here, and
+/// [`Pipeline::join`](crate::Pipeline::join) settles the account from
+/// here: what was put is taken, discarded on purpose, or dropped.
 #[derive(Default)]
 #[repr(align(128))]
-pub(crate) struct Padded<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// The shared counters of one queue.
-#[derive(Default)]
 pub(crate) struct QueueCounters {
     pub(crate) put: AtomicU64,
     pub(crate) taken: AtomicU64,
     pub(crate) high_water: AtomicUsize,
+    /// Settled when the pipeline finishes.
+    pub(crate) discarded: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    /// A reader discarded the rest of the queue on purpose
+    /// ([`Inbox::discard_rest`](crate::Inbox::discard_rest)).
+    discarding: AtomicBool,
+    /// Readers that went away before the queue's END: (worker, replica).
+    left_early: Mutex<Vec<(Arc<str>, usize)>>,
+}
+
+impl QueueCounters {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// The queue's identity: no two live queues share it.
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
+    /// Counts `n` messages put, and samples how many wait: `items` in the
+    /// queue, of `block` messages each.
+    #[inline]
+    pub(crate) fn add_put(&self, n: u64, items: usize, block: usize) {
+        if COUNTING && n > 0 {
+            self.put.fetch_add(n, Ordering::Relaxed);
+            self.high_water.fetch_max(items * block, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes back the count of `n` messages put and then handed back to
+    /// their producer (a `try_put` that failed).
+    pub(crate) fn put_back(&self, n: u64) {
+        if COUNTING {
+            self.put.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `n` messages taken.
+    #[inline]
+    pub(crate) fn add_taken(&self, n: u64) {
+        if COUNTING && n > 0 {
+            self.taken.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A reader discards the rest of the queue on purpose.
+    pub(crate) fn discard(&self) {
+        self.discarding.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_discarding(&self) -> bool {
+        self.discarding.load(Ordering::Acquire)
+    }
+
+    /// A reader went away before the queue's END.
+    pub(crate) fn reader_left(&self, worker: &Arc<str>, replica: usize) {
+        lock(&self.left_early).push((Arc::clone(worker), replica));
+    }
+
+    /// The readers that went away before the END.
+    pub(crate) fn left_early(&self) -> Vec<(Arc<str>, usize)> {
+        lock(&self.left_early).clone()
+    }
+
+    /// Settles the account of a queue whose producers and readers have all
+    /// finished: what was put and not taken was discarded on purpose or
+    /// dropped. Returns the number dropped.
+    pub(crate) fn settle(&self) -> u64 {
+        let unread =
+            (self.put.load(Ordering::Relaxed)).saturating_sub(self.taken.load(Ordering::Relaxed));
+        let (discarded, dropped) = if self.is_discarding() {
+            (unread, 0)
+        } else {
+            (0, unread)
+        };
+        self.discarded.store(discarded, Ordering::Relaxed);
+        self.dropped.store(dropped, Ordering::Relaxed);
+        dropped
+    }
 }
 
 /// The shared counters of one worker replica.
@@ -174,24 +335,27 @@ impl ReplicaCounters {
         }
     }
 
+    pub(crate) fn add_processed(&self, n: u64) {
+        if COUNTING && n > 0 {
+            self.processed.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn add_wait(&self, waited: Duration) {
         let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.waiting_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     pub(crate) fn finish(&self) {
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *lock(&self.finished) = Some(Instant::now());
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        self.finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        lock(&self.finished).is_some()
     }
 
     pub(crate) fn snapshot(&self) -> WorkerStats {
-        let finished = *self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let finished = *lock(&self.finished);
         let lifetime = finished.unwrap_or_else(Instant::now) - self.started;
         let waiting = Duration::from_nanos(self.waiting_ns.load(Ordering::Relaxed)).min(lifetime);
         WorkerStats {

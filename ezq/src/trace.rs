@@ -23,7 +23,7 @@ pub(crate) fn replica(
 ) -> Result<(), String> {
     use std::panic::{self, AssertUnwindSafe};
 
-    use crate::worker::{Stopped, panic_message};
+    use crate::error::{Stopped, panic_message};
 
     let span =
         tracing::info_span!("ezq_worker", worker = %counters.name, replica = counters.replica);

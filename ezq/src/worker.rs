@@ -1,11 +1,11 @@
-//! Worker threads: [`run`], [`Worker`], failures ([`Error`]) and [`num_cpus`].
+//! Worker threads: [`run`], [`Worker`], [`endq_and_wait`] and [`num_cpus`].
 
-use std::any::Any;
 use std::fmt;
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 
 use crate::Queue;
+use crate::error::{Error, Outcome, Stopped, failure};
 
 /// What a worker function may return: `()`, or `Result<(), E>` with an
 /// error that displays. An `Err` is reported like a panic.
@@ -31,180 +31,19 @@ impl<E: fmt::Display> WorkerResult for Result<(), E> {
     }
 }
 
-/// How one worker failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
-    /// The worker panicked with this message.
-    Panicked(String),
-    /// The worker returned `Err` with this text.
-    Returned(String),
-}
-
-/// One failed worker: its name, its replica number when it ran in a
-/// pipeline, and the cause.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The worker's name: its function's name in a pipeline, or the name
-    /// given to [`run_named`] (`"worker"` for [`run`]).
-    pub worker: String,
-    /// Which replica of the worker failed, counting from 0 (`None` for a
-    /// worker started by hand).
-    pub replica: Option<usize>,
-    /// What went wrong.
-    pub cause: Cause,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "worker `{}`", self.worker)?;
-        if let Some(replica) = self.replica {
-            write!(f, " (replica {replica})")?;
-        }
-        match &self.cause {
-            Cause::Panicked(msg) => write!(f, " panicked: {msg}"),
-            Cause::Returned(msg) => write!(f, " returned an error: {msg}"),
-        }
-    }
-}
-
-/// One or more workers failed: each panicked or returned `Err`. No failure
-/// is ever swallowed: [`Worker::join`], [`endq_and_wait`] and a pipeline's
-/// `join` all report every one.
-///
-/// ```
-/// let paper = 0;
-/// let w = ezq::run_named("printer", move || {
-///     if paper == 0 {
-///         panic!("out of paper");
-///     }
-/// });
-/// let err = w.join().unwrap_err();
-/// assert_eq!(err.to_string(), "worker `printer` panicked: out of paper");
-/// assert_eq!(err.failures()[0].worker, "printer");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    failures: Vec<Failure>,
-    cancelled: bool,
-    dropped: u64,
-}
-
-impl Error {
-    /// Every failure, in the order the workers were joined.
-    pub fn failures(&self) -> &[Failure] {
-        &self.failures
-    }
-
-    /// Whether the pipeline was [cancelled](crate::Pipeline::cancel).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled
-    }
-
-    /// How many messages were put into a pipeline's queues (sinks aside)
-    /// and never taken: lost with the workers that failed or were
-    /// cancelled. Always 0 for workers started by hand.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Gathers failures into an error; `Ok` if there were none.
-    pub(crate) fn check(failures: Vec<Failure>) -> Result<(), Error> {
-        Error::pipeline(failures, false, 0)
-    }
-
-    /// A pipeline's outcome: `Ok` if nothing failed and it was not cancelled.
-    pub(crate) fn pipeline(
-        failures: Vec<Failure>,
-        cancelled: bool,
-        dropped: u64,
-    ) -> Result<(), Error> {
-        if failures.is_empty() && !cancelled {
-            Ok(())
-        } else {
-            Err(Error {
-                failures,
-                cancelled,
-                dropped,
-            })
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.cancelled {
-            write!(
-                f,
-                "the pipeline was cancelled; {} messages were dropped",
-                self.dropped
-            )?;
-            if self.failures.is_empty() {
-                return Ok(());
-            }
-            f.write_str("\n")?;
-        }
-        match self.failures.as_slice() {
-            [one] => write!(f, "{one}"),
-            many => {
-                write!(f, "{} workers failed", many.len())?;
-                for failure in many {
-                    write!(f, "\n  {failure}")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// The panic payload a worker unwinds with when every consumer of its
-/// output is gone: it stops instead of working on for nothing. It is the
-/// consequence of another failure (or of consumers that returned early),
-/// never a failure of its own.
-pub(crate) struct Stopped;
-
-/// Stops the current worker quietly; see [`Stopped`].
-pub(crate) fn stop_worker() -> ! {
-    std::panic::resume_unwind(Box::new(Stopped))
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic payload that is not a string)".to_owned()
-    }
-}
-
-/// What a worker thread ends with: its own verdict, or a panic.
-pub(crate) type Outcome = thread::Result<Result<(), String>>;
-
-/// Turns a finished worker's outcome into a failure, if it was one.
-pub(crate) fn failure(worker: &str, replica: Option<usize>, outcome: &Outcome) -> Option<Failure> {
-    let cause = match outcome {
-        Ok(Ok(())) => return None,
-        Err(payload) if payload.is::<Stopped>() => return None,
-        Ok(Err(msg)) => Cause::Returned(msg.clone()),
-        Err(payload) => Cause::Panicked(panic_message(payload.as_ref())),
-    };
-    Some(Failure {
-        worker: worker.to_owned(),
-        replica,
-        cause,
-    })
-}
-
-/// Spawns a named thread running `body`.
+/// Spawns a named thread running `body`, with `stack` bytes of stack if
+/// given (Rust's default otherwise).
 pub(crate) fn spawn_thread(
     name: String,
+    stack: Option<usize>,
     body: impl FnOnce() -> Result<(), String> + Send + 'static,
 ) -> JoinHandle<Result<(), String>> {
-    thread::Builder::new()
-        .name(name)
+    let builder = thread::Builder::new().name(name);
+    let builder = match stack {
+        Some(bytes) => builder.stack_size(bytes),
+        None => builder,
+    };
+    builder
         .spawn(body)
         .expect("ezq: the operating system refused to start a worker thread")
 }
@@ -297,7 +136,7 @@ pub fn run_named<R: WorkerResult>(
 ) -> Worker {
     let name = name.into();
     Worker {
-        handle: Some(spawn_thread(name.clone(), move || f().into_result())),
+        handle: Some(spawn_thread(name.clone(), None, move || f().into_result())),
         name,
     }
 }

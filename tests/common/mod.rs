@@ -5,7 +5,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
 
-use ezq::{Graph, Inbox, Outbox, QueueRef};
+use ezq::graph::QueueRef;
+use ezq::{Graph, Inbox, Outbox};
 
 /// Runs `f` on a thread and fails the test if it does not finish within
 /// `secs` seconds: a hang is a bug, and it must show up as a failure, not

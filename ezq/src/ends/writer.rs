@@ -5,11 +5,11 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::Disconnected;
+use super::source::{Source, SourceEnd};
 use crate::Msg;
-use crate::block::LocalBlock;
-use crate::control::{self, Flush};
-use crate::ports::{Disconnected, Source, SourceEnd, first_msg};
-use crate::queue::Item;
+use crate::batch::{Flush, LocalBlock};
+use crate::sync::thread_number;
 
 /// Feeds a [`Source`] from the current thread: from
 /// [`Source::writer`].
@@ -72,9 +72,17 @@ impl<T: Send + 'static> fmt::Debug for SourceWriter<'_, T> {
     }
 }
 
+impl<T: Send + 'static> Source<T> {
+    /// A handle that feeds this source from the current thread without a
+    /// lock per message; see [`SourceWriter`].
+    pub fn writer(&self) -> SourceWriter<'_, T> {
+        SourceWriter::new(self, &self.shared)
+    }
+}
+
 impl<'a, T: Send + 'static> SourceWriter<'a, T> {
-    pub(crate) fn new(source: &'a Source<T>, end: &Arc<SourceEnd<T>>) -> Self {
-        let thread = control::thread_number();
+    fn new(source: &'a Source<T>, end: &Arc<SourceEnd<T>>) -> Self {
+        let thread = thread_number();
         let local = end.batch().map(|shared| {
             end.writer_opened(thread);
             // Sends where the source's own block goes, counted the same.
@@ -95,13 +103,15 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
     /// If the source was ended.
     #[inline(always)]
     pub fn put(&self, msg: impl Into<Msg<T>>) {
-        let _ = self.put_checked(msg.into(), true);
+        if self.put_checked(msg.into(), true).is_err() {
+            self.put_failed();
+        }
     }
 
     /// Sends a message into the pipeline; the same as [`put`](SourceWriter::put).
     #[inline(always)]
     pub fn put_msg(&self, msg: Msg<T>) {
-        let _ = self.put_checked(msg, true);
+        self.put(msg);
     }
 
     /// Like [`put`](SourceWriter::put), but returns the message if every
@@ -140,9 +150,7 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
 
     #[inline(never)]
     fn send(&self, full: Vec<Msg<T>>) -> Result<(), Disconnected<T>> {
-        (self.end.tx())
-            .send(Item::Batch(Box::new(full)))
-            .map_err(|e| Disconnected(first_msg(e.into_inner()).expect("a writer sends messages")))
+        self.end.send_block(full)
     }
 
     #[cold]
@@ -156,15 +164,26 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
             return Err(Disconnected(msg));
         }
         let Some(local) = &self.local else {
-            return self.source.try_put(msg);
+            return self.end.try_put(msg);
         };
         if self.end.is_cancelled() {
-            self.end.count_unbatched();
             return Err(Disconnected(msg));
         }
         self.end
             .wait_for_window(msg.order, || self.end.flush_for_wait());
         self.push(local, msg)
+    }
+
+    /// A `put` (not a `try_put`) that could not deliver: the message is
+    /// dropped, and counted, as [`Source::put`] does.
+    #[cold]
+    #[inline(never)]
+    fn put_failed(&self) {
+        assert!(
+            !self.source.is_ended(),
+            "ezq: put on a pipeline source that was already ended; nothing would ever read it"
+        );
+        self.end.count_dropped();
     }
 
     /// Sends the messages that wait for their block to fill.

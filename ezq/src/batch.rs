@@ -1,6 +1,7 @@
-//! The unsent blocks of batched queues: messages put one at a time that
-//! leave together, when the block is full or when the thread that put them
-//! is about to wait (see [`control::flush_unsent`]).
+//! Batching: messages put one at a time that leave a block at a time,
+//! when the block is full or when the thread that put them is about to
+//! wait, and the registry of each thread's unsent blocks that makes the
+//! second happen ([`flush_unsent`]).
 //!
 //! A [`SharedBlock`] is a source's: any thread may put into it, flush it or
 //! end its source, so every put takes a lock. A [`LocalBlock`] belongs to
@@ -10,25 +11,92 @@
 use std::cell::RefCell;
 use std::rc::{self, Rc};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
-use crossbeam_channel::Sender;
-
-use crate::control::{self, Flush, Unsent};
-use crate::ports::QueueShared;
-use crate::queue::Item;
+use crate::stats::QueueCounters;
+use crate::sync::{lock, thread_number};
+use crate::transport::{Item, Tx};
 use crate::{Kind, Msg};
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves a valid Vec behind.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+thread_local! {
+    /// Blocks this thread put messages into and has not sent yet.
+    static UNSENT: RefCell<Vec<Unsent>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A batch of messages not yet sent.
+pub(crate) trait Flush {
+    fn flush(&self);
+    /// The queue it goes to (see `QueueCounters::id`).
+    fn queue_id(&self) -> usize;
+}
+
+/// A batch this thread has put messages into, which it flushes before it
+/// waits.
+pub(crate) enum Unsent {
+    /// A batch that any thread may put into (a batched source's).
+    Shared(Weak<dyn Flush + Send + Sync>),
+    /// A batch that only this thread puts into (an outbox's, a
+    /// [`SourceWriter`](crate::SourceWriter)'s).
+    Local(rc::Weak<dyn Flush>),
+}
+
+impl Unsent {
+    fn is_gone(&self) -> bool {
+        match self {
+            Unsent::Shared(batch) => batch.strong_count() == 0,
+            Unsent::Local(batch) => batch.strong_count() == 0,
+        }
+    }
+
+    /// Flushes the batch if it goes to `queue` (any queue if `None`).
+    fn flush(&self, queue: Option<usize>) {
+        let wanted = |b: &dyn Flush| queue.is_none_or(|q| b.queue_id() == q);
+        match self {
+            Unsent::Shared(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
+            Unsent::Local(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
+        };
+    }
+}
+
+/// Remembers that this thread has an unsent batch in `batch`.
+pub(crate) fn remember_unsent(batch: Unsent) {
+    UNSENT.with(|u| {
+        let mut unsent = u.borrow_mut();
+        unsent.retain(|b| !b.is_gone());
+        unsent.push(batch);
+    });
+}
+
+/// Sends every batch this thread has put but not sent: the thread is about
+/// to wait, and no message may be held back while it does.
+pub(crate) fn flush_unsent() {
+    flush_unsent_to(None);
+}
+
+/// Sends the batches this thread has put into `queue` but not sent: the
+/// queue is about to end, or its reorder window waits for them. (Not the
+/// other queues' batches: sending those could wait on a full queue whose
+/// reader waits for this one.)
+pub(crate) fn flush_unsent_into(queue: usize) {
+    flush_unsent_to(Some(queue));
+}
+
+fn flush_unsent_to(queue: Option<usize>) {
+    // During thread teardown the registry may be gone, and with it
+    // every writer that was in it.
+    let _ = UNSENT.try_with(|u| {
+        // A flush only sends on a channel: it never comes back here.
+        for batch in u.borrow().iter() {
+            batch.flush(queue);
+        }
+    });
 }
 
 /// Where a block goes, and for a source, the counter it adds to.
 pub(crate) struct BlockTarget<T> {
-    tx: Sender<Item<T>>,
+    tx: Tx<T>,
     block: usize,
-    queue: Arc<QueueShared<T>>,
+    queue: Arc<QueueCounters>,
     /// For a source: the queue's `put` count grows as blocks leave, so
     /// that putting one message touches no shared counter. (An outbox
     /// counts its puts itself.)
@@ -48,9 +116,9 @@ impl<T> Clone for BlockTarget<T> {
 
 impl<T> BlockTarget<T> {
     pub(crate) fn new(
-        tx: Sender<Item<T>>,
+        tx: Tx<T>,
         block: usize,
-        queue: Arc<QueueShared<T>>,
+        queue: Arc<QueueCounters>,
         counts_puts: bool,
     ) -> Self {
         BlockTarget {
@@ -93,19 +161,14 @@ impl<T> BlockTarget<T> {
     }
 
     fn count(&self, n: usize) {
-        if self.counts_puts && n > 0 {
-            let queue = &self.queue;
-            queue.counters.put.fetch_add(n as u64, Ordering::Relaxed);
-            let waiting = self.tx.len() * self.block;
-            queue
-                .counters
-                .high_water
-                .fetch_max(waiting, Ordering::Relaxed);
+        if self.counts_puts {
+            (self.queue).add_put(n as u64, self.tx.len(), self.block);
         }
     }
 
     /// Counts and sends what is left of a block, waiting for room. If
-    /// every reader is gone the messages are dropped, and counted so.
+    /// every reader is gone the messages are dropped, and counted so (the
+    /// queue's account shows them put and never taken).
     fn send_rest(&self, rest: Vec<Msg<T>>) {
         if !rest.is_empty() {
             self.count(rest.len());
@@ -125,7 +188,7 @@ fn push_making_room<T>(unsent: &mut Vec<Msg<T>>, block: usize, data: T, kind: Ki
 pub(crate) struct SharedBlock<T> {
     target: BlockTarget<T>,
     unsent: Mutex<Vec<Msg<T>>>,
-    /// The thread that last put here (see [`control::thread_number`]),
+    /// The thread that last put here (see [`thread_number`]),
     /// which flushes this block before it waits.
     owner: AtomicU64,
 }
@@ -141,11 +204,11 @@ impl<T: Send + 'static> SharedBlock<T> {
 
     /// Adds a message; returns a full block to send, if this filled one.
     pub(crate) fn push(self: &Arc<Self>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
-        let me = control::thread_number();
+        let me = thread_number();
         if self.owner.load(Ordering::Relaxed) != me {
             self.owner.store(me, Ordering::Relaxed);
             let weak: Weak<dyn Flush + Send + Sync> = Arc::<Self>::downgrade(self);
-            control::remember_unsent(Unsent::Shared(weak));
+            remember_unsent(Unsent::Shared(weak));
         }
         self.target.push(&mut lock(&self.unsent), msg)
     }
@@ -183,10 +246,12 @@ impl<T: 'static> LocalBlock<T> {
             unsent: RefCell::new(Vec::new()),
         });
         let weak: rc::Weak<dyn Flush> = Rc::<Self>::downgrade(&block);
-        control::remember_unsent(Unsent::Local(weak));
+        remember_unsent(Unsent::Local(weak));
         block
     }
+}
 
+impl<T> LocalBlock<T> {
     /// Adds a message; returns a full block to send, if this filled one.
     #[inline(always)]
     pub(crate) fn push(&self, msg: Msg<T>) -> Option<Vec<Msg<T>>> {

@@ -1,0 +1,76 @@
+//! The ends of a pipeline's queues, one file each: a worker reads an
+//! [`Inbox`](inbox::Inbox) and writes an [`Outbox`](outbox::Outbox); the
+//! pipeline's caller feeds a [`Source`](source::Source) (or its
+//! [`SourceWriter`](writer::SourceWriter)) and reads a [`Sink`](sink::Sink).
+//! They move items through the [transport](crate::transport), batch through
+//! [`batch`](crate::batch) and count in [`stats`](crate::stats).
+
+pub(crate) mod inbox;
+pub(crate) mod outbox;
+pub(crate) mod sink;
+pub(crate) mod source;
+pub(crate) mod writer;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::Msg;
+use crate::stats::QueueCounters;
+use crate::sync::{Padded, lock};
+
+/// What every reading end of one queue shares: its counters, and the
+/// messages a reader took in a block but did not get to.
+pub(crate) struct QueueShared<T> {
+    pub(crate) counters: Arc<QueueCounters>,
+    /// Messages a reader took in a block but did not get to: they wait
+    /// here for the queue's other readers.
+    stash: Mutex<Vec<Msg<T>>>,
+    has_stash: Padded<AtomicBool>,
+}
+
+impl<T> QueueShared<T> {
+    pub(crate) fn new(counters: Arc<QueueCounters>) -> Arc<Self> {
+        Arc::new(QueueShared {
+            counters,
+            stash: Mutex::new(Vec::new()),
+            has_stash: Padded::default(),
+        })
+    }
+
+    fn stash(&self, rest: impl Iterator<Item = Msg<T>>) {
+        let mut stash = lock(&self.stash);
+        stash.extend(rest);
+        // Taken from the end: reversed, they come out in their own order.
+        stash.reverse();
+        self.has_stash.store(!stash.is_empty(), Ordering::Release);
+    }
+
+    #[inline]
+    fn unstash(&self) -> Option<Msg<T>> {
+        if !self.has_stash.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut stash = lock(&self.stash);
+        let msg = stash.pop();
+        self.has_stash.store(!stash.is_empty(), Ordering::Release);
+        msg
+    }
+}
+
+/// The error of [`Outbox::try_put`](crate::Outbox::try_put),
+/// [`Source::try_put`](crate::Source::try_put) and
+/// [`SourceWriter::try_put`](crate::SourceWriter::try_put): every reader of
+/// the queue is gone, the pipeline was cancelled, or the source was ended.
+/// Carries the message back: it was not accepted, and the caller decides
+/// what becomes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnected<T>(pub Msg<T>);
+
+impl<T> fmt::Display for Disconnected<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the queue takes no more messages: its readers are gone, the pipeline was cancelled, or the source was ended")
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for Disconnected<T> {}

@@ -1,0 +1,224 @@
+//! [`Outbox`]: the writing end of a queue as a worker sees it.
+
+use std::cell::Cell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::Disconnected;
+use crate::Msg;
+use crate::batch::{BlockTarget, Flush, LocalBlock};
+use crate::control::Replica;
+use crate::error::stop_worker;
+use crate::stats::{COUNTING, LocalCount, QueueCounters, timed};
+use crate::transport::{Item, SendError, Tx};
+
+/// The writing end of a queue, as a worker sees it.
+///
+/// When every reader of the queue is gone (they returned, or failed), or
+/// the pipeline was cancelled, a `put` stops the worker: it unwinds
+/// quietly and ends its own outputs. It is not reported as a failure of its
+/// own, but nothing is lost silently: the message it could not put, and
+/// what it left unread, are counted as dropped in the error that
+/// [`Pipeline::join`](crate::Pipeline::join) returns, with the reason. If
+/// the readers discarded the queue on purpose
+/// ([`Inbox::discard_rest`](crate::Inbox::discard_rest)), puts succeed and
+/// what they put is counted as discarded.
+///
+/// Into a batched queue, `put` collects messages and sends them a block at
+/// a time: when the block is full, when the worker waits for input, and
+/// when the outbox is dropped (the worker returns), so no message waits
+/// while its worker does.
+///
+/// An outbox belongs to its worker's thread: that thread's waits flush its
+/// block, so it is not `Send`, and a batched `put` takes no lock. (Clones
+/// share one block.)
+pub struct Outbox<T> {
+    tx: Tx<T>,
+    /// Shared by clones; `Rc` keeps the outbox on the thread that flushes it.
+    batch: Option<Rc<LocalBlock<T>>>,
+    queue: Arc<QueueCounters>,
+    ctx: Arc<Replica>,
+    put: Cell<u64>,
+}
+
+/// An [`Outbox`] still to be opened on its worker's thread: what
+/// [`Outputs::parts`](crate::graph::Outputs::parts) makes on the thread that
+/// starts the pipeline.
+pub struct OutboxParts<T> {
+    tx: Tx<T>,
+    block: Option<usize>,
+    queue: Arc<QueueCounters>,
+    ctx: Arc<Replica>,
+}
+
+impl<T> fmt::Debug for OutboxParts<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxParts")
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        Outbox {
+            tx: self.tx.clone(),
+            batch: self.batch.clone(),
+            queue: Arc::clone(&self.queue),
+            ctx: Arc::clone(&self.ctx),
+            put: Cell::new(0),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Outbox<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.tx.len())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> OutboxParts<T> {
+    pub(crate) fn new(
+        tx: Tx<T>,
+        block: Option<usize>,
+        queue: Arc<QueueCounters>,
+        ctx: Arc<Replica>,
+    ) -> Self {
+        OutboxParts {
+            tx,
+            block,
+            queue,
+            ctx,
+        }
+    }
+}
+
+impl<T: Send + 'static> Outbox<T> {
+    /// Opens the outbox on the current thread, which is the one that
+    /// flushes its block before it waits.
+    pub(crate) fn open(parts: OutboxParts<T>) -> Self {
+        let OutboxParts {
+            tx,
+            block,
+            queue,
+            ctx,
+        } = parts;
+        let batch = block
+            .map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, Arc::clone(&queue), false)));
+        Outbox {
+            tx,
+            batch,
+            queue,
+            ctx,
+            put: Cell::new(0),
+        }
+    }
+
+    /// Sends data (or a message) downstream, waiting while the queue is
+    /// full. Stops the worker if the queue takes no more messages (see
+    /// [`Outbox`]); the message is then counted as dropped.
+    #[inline(always)]
+    pub fn put(&self, msg: impl Into<Msg<T>>) {
+        if self.send(msg.into()).is_err() {
+            stop_worker();
+        }
+    }
+
+    /// Sends a message downstream; the same as [`put`](Outbox::put).
+    #[inline(always)]
+    pub fn put_msg(&self, msg: Msg<T>) {
+        self.put(msg);
+    }
+
+    /// Like [`put`](Outbox::put), but returns the message if every reader
+    /// is gone (or the pipeline was cancelled) instead of stopping the
+    /// worker. A message handed back is the worker's again: it is not
+    /// counted as put.
+    #[inline(always)]
+    pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
+        let sent = self.send(msg.into());
+        if sent.is_err() {
+            self.uncount();
+        }
+        sent
+    }
+
+    /// Sends `msg`, counting it as put whatever happens: if it cannot be
+    /// delivered, it is then one of the queue's dropped messages.
+    // The message goes into its block (or channel slot) before anything
+    // that may call out: kept live across a call, it went through the
+    // stack, and reloading it stalled every put.
+    #[inline(always)]
+    fn send(&self, msg: Msg<T>) -> Result<(), Disconnected<T>> {
+        self.count();
+        if self.ctx.control.is_cancelled() {
+            return Err(Disconnected(msg));
+        }
+        let item = match &self.batch {
+            None => Item::Msg(msg),
+            Some(batch) => match batch.push(msg) {
+                None => return Ok(()),
+                Some(block) => Item::Batch(Box::new(block)),
+            },
+        };
+        let sent = match self.tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Full(item)) => timed(&self.ctx.counters, || self.tx.send(item)),
+            Err(SendError::Gone(item)) => Err(item),
+        };
+        sent.or_else(|item| self.undelivered(item))
+    }
+
+    /// Every reader is gone: fine if they discarded the queue on purpose.
+    #[cold]
+    fn undelivered(&self, item: Item<T>) -> Result<(), Disconnected<T>> {
+        if self.queue.is_discarding() {
+            return Ok(());
+        }
+        Err(Disconnected(
+            item.into_last_msg().expect("an outbox sends messages"),
+        ))
+    }
+
+    #[inline]
+    fn count(&self) {
+        if !COUNTING {
+            return;
+        }
+        let n = self.put.get() + 1;
+        if n >= LocalCount::EVERY {
+            self.flush_count(n);
+        } else {
+            self.put.set(n);
+        }
+    }
+
+    /// Takes back the count of a message handed back to the worker.
+    #[cold]
+    fn uncount(&self) {
+        match self.put.get() {
+            0 => self.queue.put_back(1),
+            n => self.put.set(n - 1),
+        }
+    }
+
+    fn flush_count(&self, n: u64) {
+        self.put.set(0);
+        let block = self.batch.as_ref().map_or(1, |b| b.size());
+        self.queue.add_put(n, self.tx.len(), block);
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        let mut block = 1;
+        if let Some(batch) = &self.batch {
+            batch.flush();
+            block = batch.size();
+        }
+        self.queue.add_put(self.put.get(), self.tx.len(), block);
+    }
+}
