@@ -92,15 +92,11 @@ fn flush_unsent_to(queue: Option<usize>) {
     });
 }
 
-/// Where a block goes, and for a source, the counter it adds to.
+/// Where a block goes, and the counters it adds to.
 pub(crate) struct BlockTarget<T> {
     tx: Tx<T>,
     block: usize,
     queue: Arc<QueueCounters>,
-    /// For a source: the queue's `put` count grows as blocks leave, so
-    /// that putting one message touches no shared counter. (An outbox
-    /// counts its puts itself.)
-    counts_puts: bool,
 }
 
 impl<T> Clone for BlockTarget<T> {
@@ -109,34 +105,22 @@ impl<T> Clone for BlockTarget<T> {
             tx: self.tx.clone(),
             block: self.block,
             queue: Arc::clone(&self.queue),
-            counts_puts: self.counts_puts,
         }
     }
 }
 
 impl<T> BlockTarget<T> {
-    pub(crate) fn new(
-        tx: Tx<T>,
-        block: usize,
-        queue: Arc<QueueCounters>,
-        counts_puts: bool,
-    ) -> Self {
+    pub(crate) fn new(tx: Tx<T>, block: usize, queue: Arc<QueueCounters>) -> Self {
         BlockTarget {
             tx,
             block: block.max(1),
             queue,
-            counts_puts,
         }
     }
 
     /// The queue's identity, to flush only the blocks bound for it.
     pub(crate) fn queue_id(&self) -> usize {
         self.queue.id()
-    }
-
-    /// Messages per block.
-    pub(crate) fn size(&self) -> usize {
-        self.block
     }
 
     /// Adds `msg` to `unsent`; returns the block if this filled it, now
@@ -160,19 +144,24 @@ impl<T> BlockTarget<T> {
         Some(full)
     }
 
+    /// The queue's `put` count grows as blocks leave, so that putting one
+    /// message touches no shared counter.
     fn count(&self, n: usize) {
-        if self.counts_puts {
-            (self.queue).add_put(n as u64, self.tx.len(), self.block);
-        }
+        (self.queue).add_put(n as u64, self.tx.len(), self.block);
     }
 
     /// Counts and sends what is left of a block, waiting for room. If
-    /// every reader is gone the messages are dropped, and counted so (the
-    /// queue's account shows them put and never taken).
+    /// every reader is gone, the messages are dropped and counted so,
+    /// unless the readers discarded the queue on purpose.
     fn send_rest(&self, rest: Vec<Msg<T>>) {
         if !rest.is_empty() {
             self.count(rest.len());
-            let _ = self.tx.send(Item::Batch(Box::new(rest)));
+            if let Err(item) = self.tx.send(Item::Batch(Box::new(rest))) {
+                if !self.queue.is_discarding() {
+                    self.queue.put_back(item.messages());
+                    self.queue.add_lost(item.messages());
+                }
+            }
         }
     }
 }
@@ -256,11 +245,6 @@ impl<T> LocalBlock<T> {
     #[inline(always)]
     pub(crate) fn push(&self, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
         self.target.push(&mut self.unsent.borrow_mut(), msg)
-    }
-
-    /// Messages per block.
-    pub(crate) fn size(&self) -> usize {
-        self.target.size()
     }
 
     /// Messages waiting for their block to fill.

@@ -44,7 +44,7 @@ const LARGE_MESSAGE: usize = 4 * 1024;
 /// How many copies of its largest message a worker's stack has room for
 /// by default, on top of [`BASE_STACK`]: a message moves through a few
 /// stack frames on its way into and out of a queue.
-const MESSAGES_ON_STACK: usize = 16;
+const MESSAGES_ON_STACK: usize = 64;
 
 /// The fewest blocks a batched queue holds when its capacity is the
 /// default. With room for one block only, producer and consumer take turns
@@ -163,7 +163,7 @@ impl<T: Send + 'static> Channel<T> {
     fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
         self.block.map(|block| {
             let queue = Arc::clone(&self.counters);
-            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue, true))
+            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue))
         })
     }
 }

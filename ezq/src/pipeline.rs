@@ -44,12 +44,12 @@ pub struct Pipeline<Q> {
     diagrams: [String; 2],
 }
 
-/// Settles every queue's account once every worker has finished:
-/// what each queue (sinks aside) lost, and why.
+/// Settles every queue's account once every worker has finished: what
+/// each queue lost, and why.
 fn settle(monitor: &Monitor, ended: &[Ended], cancelled: bool) -> Vec<Dropped> {
     let mut drops = Vec::new();
-    for q in monitor.queues().iter().filter(|q| !q.is_sink()) {
-        let count = q.counters.settle();
+    for q in monitor.queues() {
+        let count = q.counters.settle(q.is_sink());
         if count == 0 {
             continue;
         }

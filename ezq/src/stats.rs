@@ -231,6 +231,9 @@ pub(crate) struct QueueCounters {
     pub(crate) put: AtomicU64,
     pub(crate) taken: AtomicU64,
     pub(crate) high_water: AtomicUsize,
+    /// Messages a producer could not deliver (its readers were gone, the
+    /// pipeline cancelled) and did not get back: never counted as put.
+    lost: AtomicU64,
     /// Settled when the pipeline finishes.
     pub(crate) discarded: AtomicU64,
     pub(crate) dropped: AtomicU64,
@@ -269,6 +272,12 @@ impl QueueCounters {
         }
     }
 
+    /// Counts `n` messages that a producer could not deliver and did not
+    /// get back.
+    pub(crate) fn add_lost(&self, n: u64) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Counts `n` messages taken.
     #[inline]
     pub(crate) fn add_taken(&self, n: u64) {
@@ -298,14 +307,16 @@ impl QueueCounters {
 
     /// Settles the account of a queue whose producers and readers have all
     /// finished: what was put and not taken was discarded on purpose or
-    /// dropped. Returns the number dropped.
-    pub(crate) fn settle(&self) -> u64 {
+    /// dropped (for a sink, it is the caller's to read or not), and what
+    /// could not be delivered was dropped. Returns the number dropped.
+    pub(crate) fn settle(&self, sink: bool) -> u64 {
         let unread =
             (self.put.load(Ordering::Relaxed)).saturating_sub(self.taken.load(Ordering::Relaxed));
-        let (discarded, dropped) = if self.is_discarding() {
-            (unread, 0)
-        } else {
-            (0, unread)
+        let lost = self.lost.load(Ordering::Relaxed);
+        let (discarded, dropped) = match (sink, self.is_discarding()) {
+            (true, _) => (0, lost),
+            (false, true) => (unread, lost),
+            (false, false) => (0, unread + lost),
         };
         self.discarded.store(discarded, Ordering::Relaxed);
         self.dropped.store(dropped, Ordering::Relaxed);

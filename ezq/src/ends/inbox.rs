@@ -80,6 +80,7 @@ impl std::error::Error for RecvTimeout {}
 
 impl<T> Inbox<T> {
     pub(crate) fn new(rx: Rx<T>, queue: Arc<QueueShared<T>>, ctx: Arc<Replica>) -> Self {
+        queue.reader_opened();
         Inbox {
             rx,
             block: Vec::new().into_iter(),
@@ -264,6 +265,7 @@ impl<T> Drop for Inbox<T> {
             self.queue.stash(rest);
         }
         self.flush_count();
+        self.queue.reader_closed(&self.rx);
     }
 }
 

@@ -11,13 +11,16 @@ pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod writer;
 
+use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::Msg;
 use crate::stats::QueueCounters;
 use crate::sync::{Padded, lock};
+use crate::transport::{Item, Rx};
 
 /// What every reading end of one queue shares: its counters, and the
 /// messages a reader took in a block but did not get to.
@@ -27,6 +30,8 @@ pub(crate) struct QueueShared<T> {
     /// here for the queue's other readers.
     stash: Mutex<Vec<Msg<T>>>,
     has_stash: Padded<AtomicBool>,
+    /// Inboxes open on the queue: the last to close drops what is left.
+    readers: AtomicUsize,
 }
 
 impl<T> QueueShared<T> {
@@ -35,7 +40,49 @@ impl<T> QueueShared<T> {
             counters,
             stash: Mutex::new(Vec::new()),
             has_stash: Padded::default(),
+            readers: AtomicUsize::new(0),
         })
+    }
+
+    /// An inbox opens on the queue.
+    fn reader_opened(&self) {
+        self.readers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An inbox closes. The last one drops what is left in the queue (it
+    /// was counted as put and never taken: the account shows it dropped),
+    /// here rather than wherever the queue's memory is freed, which may be
+    /// the caller's `join`. A message whose drop panics makes this reader
+    /// panic (once everything is dropped), so the panic is reported as this
+    /// worker's failure.
+    fn reader_closed(&self, rx: &Rx<T>) {
+        if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 || std::thread::panicking() {
+            return;
+        }
+        let mut first_panic: Option<Box<dyn Any + Send>> = None;
+        let mut drop_safely = |value: Box<dyn FnOnce()>| {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(value)) {
+                first_panic.get_or_insert(payload);
+            }
+        };
+        let stash = std::mem::take(&mut *lock(&self.stash));
+        for msg in stash {
+            drop_safely(Box::new(move || drop(msg)));
+        }
+        while let Some(item) = rx.try_recv() {
+            match item {
+                Item::End => break,
+                Item::Msg(msg) => drop_safely(Box::new(move || drop(msg))),
+                Item::Batch(block) => {
+                    for msg in *block {
+                        drop_safely(Box::new(move || drop(msg)));
+                    }
+                }
+            }
+        }
+        if let Some(payload) = first_panic {
+            panic::resume_unwind(payload);
+        }
     }
 
     fn stash(&self, rest: impl Iterator<Item = Msg<T>>) {

@@ -106,8 +106,8 @@ impl<T: Send + 'static> Outbox<T> {
             queue,
             ctx,
         } = parts;
-        let batch = block
-            .map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, Arc::clone(&queue), false)));
+        let batch =
+            block.map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, Arc::clone(&queue))));
         Outbox {
             tx,
             batch,
@@ -123,6 +123,7 @@ impl<T: Send + 'static> Outbox<T> {
     #[inline(always)]
     pub fn put(&self, msg: impl Into<Msg<T>>) {
         if self.send(msg.into()).is_err() {
+            self.queue.add_lost(1);
             stop_worker();
         }
     }
@@ -139,26 +140,26 @@ impl<T: Send + 'static> Outbox<T> {
     /// counted as put.
     #[inline(always)]
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
-        let sent = self.send(msg.into());
-        if sent.is_err() {
-            self.uncount();
-        }
-        sent
+        self.send(msg.into())
     }
 
-    /// Sends `msg`, counting it as put whatever happens: if it cannot be
-    /// delivered, it is then one of the queue's dropped messages.
+    /// Sends `msg`; if it cannot be delivered, hands it back uncounted.
+    /// (The rest of a block that could not be delivered is lost, and
+    /// counted so.)
     // The message goes into its block (or channel slot) before anything
     // that may call out: kept live across a call, it went through the
     // stack, and reloading it stalled every put.
     #[inline(always)]
     fn send(&self, msg: Msg<T>) -> Result<(), Disconnected<T>> {
-        self.count();
         if self.ctx.control.is_cancelled() {
             return Err(Disconnected(msg));
         }
         let item = match &self.batch {
-            None => Item::Msg(msg),
+            None => {
+                self.count();
+                Item::Msg(msg)
+            }
+            // A batched queue counts its messages as their block leaves.
             Some(batch) => match batch.push(msg) {
                 None => return Ok(()),
                 Some(block) => Item::Batch(Box::new(block)),
@@ -172,12 +173,20 @@ impl<T: Send + 'static> Outbox<T> {
         sent.or_else(|item| self.undelivered(item))
     }
 
-    /// Every reader is gone: fine if they discarded the queue on purpose.
+    /// Every reader is gone: fine if they discarded the queue on purpose;
+    /// otherwise the item's last message goes back, uncounted, and the
+    /// rest of a block is lost.
     #[cold]
     fn undelivered(&self, item: Item<T>) -> Result<(), Disconnected<T>> {
         if self.queue.is_discarding() {
             return Ok(());
         }
+        let n = item.messages();
+        match &self.batch {
+            Some(_) => self.queue.put_back(n),
+            None => self.uncount(),
+        }
+        self.queue.add_lost(n - 1);
         Err(Disconnected(
             item.into_last_msg().expect("an outbox sends messages"),
         ))
@@ -197,7 +206,6 @@ impl<T: Send + 'static> Outbox<T> {
     }
 
     /// Takes back the count of a message handed back to the worker.
-    #[cold]
     fn uncount(&self) {
         match self.put.get() {
             0 => self.queue.put_back(1),
@@ -207,18 +215,15 @@ impl<T: Send + 'static> Outbox<T> {
 
     fn flush_count(&self, n: u64) {
         self.put.set(0);
-        let block = self.batch.as_ref().map_or(1, |b| b.size());
-        self.queue.add_put(n, self.tx.len(), block);
+        self.queue.add_put(n, self.tx.len(), 1);
     }
 }
 
 impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
-        let mut block = 1;
         if let Some(batch) = &self.batch {
             batch.flush();
-            block = batch.size();
         }
-        self.queue.add_put(self.put.get(), self.tx.len(), block);
+        self.queue.add_put(self.put.get(), self.tx.len(), 1);
     }
 }

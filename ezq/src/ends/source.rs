@@ -129,22 +129,24 @@ impl<T: Send + 'static> SourceEnd<T> {
     }
 
     /// Every reader is gone: fine if they discarded the queue on purpose;
-    /// otherwise the item's last message goes back to the caller (and is
-    /// not counted), the rest of a block is dropped (and counted).
+    /// otherwise the item's last message goes back to the caller, and the
+    /// rest of a block is lost.
     #[cold]
     fn undelivered(&self, item: Item<T>) -> Result<(), Disconnected<T>> {
         if self.queue.is_discarding() {
             return Ok(());
         }
-        self.queue.put_back(1);
+        let n = item.messages();
+        self.queue.put_back(n);
+        self.queue.add_lost(n - 1);
         Err(Disconnected(
             item.into_last_msg().expect("a source sends messages"),
         ))
     }
 
-    /// Counts a message that a `put` could not deliver: it is dropped.
-    pub(crate) fn count_dropped(&self) {
-        self.queue.add_put(1, 0, 1);
+    /// Counts a message that a `put` could not deliver: it is lost.
+    pub(crate) fn count_lost(&self) {
+        self.queue.add_lost(1);
     }
 
     /// A writer opens on `thread`.
@@ -188,7 +190,11 @@ impl<T: Send + 'static> SourceEnd<T> {
         self.ended.store(true, Ordering::Release);
         self.close();
         lock(&self.writers).ended_by = None;
-        self.send_end(deadline)
+        let sent = self.send_end(deadline);
+        // After a cancel the END may have gone without waiting for the
+        // puts (see `nudge`); they are over now.
+        self.add_owner_count();
+        sent
     }
 
     /// Closes the gate and sends what this thread's writers hold (once);
@@ -210,9 +216,15 @@ impl<T: Send + 'static> SourceEnd<T> {
     fn send_end(&self, deadline: Option<Instant>) -> bool {
         self.gate.send_end(&self.tx, deadline, || {
             self.flush();
-            let pending = self.owner_pending.swap(0, Ordering::Relaxed);
-            self.queue.add_put(pending, self.tx.len(), 1);
+            self.add_owner_count();
         })
+    }
+
+    /// Adds what the first putter counted and has not added yet: once no
+    /// put is inside the gate, it is final.
+    fn add_owner_count(&self) {
+        let pending = self.owner_pending.swap(0, Ordering::Relaxed);
+        self.queue.add_put(pending, self.tx.len(), 1);
     }
 
     /// Takes no more messages and wakes readers waiting on an empty queue
@@ -345,7 +357,7 @@ impl<T: Send + 'static> Source<T> {
                 !self.is_ended(),
                 "ezq: put on a pipeline source that was already ended; nothing would ever read it"
             );
-            self.shared.count_dropped();
+            self.shared.count_lost();
         }
     }
 

@@ -183,7 +183,7 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
             !self.source.is_ended(),
             "ezq: put on a pipeline source that was already ended; nothing would ever read it"
         );
-        self.end.count_dropped();
+        self.end.count_lost();
     }
 
     /// Sends the messages that wait for their block to fill.

@@ -42,6 +42,15 @@ impl<T> Item<T> {
             Item::End => None,
         }
     }
+
+    /// How many messages the item carries.
+    pub(crate) fn messages(&self) -> u64 {
+        match self {
+            Item::Msg(_) => 1,
+            Item::Batch(block) => block.len() as u64,
+            Item::End => 0,
+        }
+    }
 }
 
 /// How a queue's readers learn that it has ended.
