@@ -158,11 +158,17 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `worker * EXPR` runs EXPR replicas (a `usize`, evaluated once, when
 ///   the pipeline is built; 0 panics there). The expression ends at the next
 ///   `->` or `;`.
+/// - `worker[stack BYTES]` (before `* EXPR`) sets the stack size of the
+///   worker's threads (a `usize`). Without it a worker gets Rust's default,
+///   grown by itself for messages over 4 KiB.
 /// - `queue[N]` bounds the queue at N messages; `queue[unbounded]` lifts
 ///   the bound. Without one, sources and queues between workers hold
-///   [`DEFAULT_CAPACITY`](../ezq/constant.DEFAULT_CAPACITY.html) messages:
-///   a fast stage waits for a slow one instead of filling memory. Sinks are
-///   always unbounded, so the pipeline never waits for its caller.
+///   [`DEFAULT_CAPACITY`](../ezq/graph/constant.DEFAULT_CAPACITY.html)
+///   messages, and at most
+///   [`DEFAULT_QUEUE_BYTES`](../ezq/graph/constant.DEFAULT_QUEUE_BYTES.html)
+///   of them: a fast stage waits for a slow one instead of filling memory.
+///   Sinks are always unbounded, so the pipeline never waits for its
+///   caller.
 ///
 /// # The handle
 ///
@@ -175,9 +181,12 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   `recv`, which end once every producer of the queue has finished.
 ///
 /// `join()` ends every source, waits for every worker and returns every
-/// failure (worker, replica, panic message or error). Dropping the handle
-/// does the same and panics with the failures, as `std::thread::scope`
-/// does, unless the thread is already panicking.
+/// failure (worker, replica, panic message or error) and every message
+/// lost (queue, count, reason): `Ok(())` means every message a queue
+/// accepted was taken, handed to the caller, or discarded on purpose.
+/// Dropping the handle does the same and panics with the failures and
+/// losses, as `std::thread::scope` does, unless the thread is already
+/// panicking.
 ///
 /// # Semantics
 ///
@@ -186,7 +195,8 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   handle's `join`/drop).
 /// - A panicking worker ends its outputs like a returning one. A worker
 ///   whose every consumer is gone stops at its next `put`, quietly: the
-///   failure reported is the root cause, not the cascade.
+///   failure reported is the root cause, not the cascade, and what it
+///   could not deliver or left unread is counted as dropped.
 /// - A worker reading two inboxes one after the other can deadlock once the
 ///   second one's producer waits on a full queue; read them together with
 ///   [`Inbox::merge`](../ezq/struct.Inbox.html#method.merge).

@@ -64,7 +64,7 @@ where
 /// its ring rather than its heap, at most: the ring also stays within
 /// 2 MiB, so for large messages it covers fewer orders. Pipelines
 /// bound how far ahead messages run
-/// ([`DEFAULT_WINDOW`](crate::DEFAULT_WINDOW) orders by default), so there
+/// ([`DEFAULT_WINDOW`](crate::graph::DEFAULT_WINDOW) orders by default), so there
 /// the ring holds nearly all of them.
 pub const REORDER_RING: u64 = 32 * 1024;
 

@@ -76,7 +76,13 @@ pub fn expand(graph: &Graph) -> TokenStream {
             }
             None => quote_spanned!(w.syntax.span()=> ()),
         };
-        quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);)
+        match &w.syntax.stack {
+            Some(stack) => {
+                let stack = unparen(stack);
+                quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args).stack_size(#stack);)
+            }
+            None => quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);),
+        }
     });
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(

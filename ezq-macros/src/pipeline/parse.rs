@@ -44,10 +44,13 @@ pub enum CapacityValue {
     Unbounded,
 }
 
-/// A worker in a chain: `path`, `path(args..)`, optionally `* replicas`.
+/// A worker in a chain: `path`, `path(args..)`, optionally `[stack BYTES]`,
+/// optionally `* replicas`.
 pub struct WorkerRef {
     pub path: syn::Path,
     pub args: Option<Args>,
+    /// The stack size of its threads, from `[stack BYTES]`.
+    pub stack: Option<Expr>,
     pub replicas: Option<Replicas>,
 }
 
@@ -231,6 +234,11 @@ impl Parse for WorkerRef {
         } else {
             None
         };
+        let stack = if input.peek(token::Bracket) {
+            Some(parse_worker_options(input)?)
+        } else {
+            None
+        };
         let replicas = if input.peek(Token![*]) {
             let star: Token![*] = input.parse()?;
             let tokens = tokens_before_arrow(input)?;
@@ -249,8 +257,32 @@ impl Parse for WorkerRef {
         Ok(WorkerRef {
             path,
             args,
+            stack,
             replicas,
         })
+    }
+}
+
+const EXPECTED_WORKER_OPTION: &str =
+    "expected a worker option: `stack BYTES`, such as `worker[stack 16 << 20]`";
+
+/// `[stack BYTES]` after a worker: its only option so far.
+fn parse_worker_options(input: ParseStream) -> syn::Result<Expr> {
+    let content;
+    let bracket = bracketed!(content in input);
+    let keyword = content.fork().parse::<Ident>().ok();
+    match keyword {
+        Some(k) if k == "stack" => {
+            content.parse::<Ident>()?;
+            if content.is_empty() {
+                return Err(syn::Error::new(
+                    k.span(),
+                    "expected a stack size in bytes after `stack`, such as `[stack 16 << 20]`",
+                ));
+            }
+            content.parse()
+        }
+        _ => Err(syn::Error::new(bracket.span.join(), EXPECTED_WORKER_OPTION)),
     }
 }
 

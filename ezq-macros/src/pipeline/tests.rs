@@ -56,6 +56,25 @@ fn fan_in_fan_out_expansion() {
 }
 
 #[test]
+fn stack_size_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        bigs -> deep(3)[stack 64 << 20] * 2 -> out;
+    }));
+}
+
+#[test]
+fn worker_options_are_checked() {
+    assert_eq!(
+        syntax_error(quote! { a -> w[heap 10] -> b; }),
+        "expected a worker option: `stack BYTES`, such as `worker[stack 16 << 20]`"
+    );
+    assert_eq!(
+        syntax_error(quote! { a -> w[stack] -> b; }),
+        "expected a stack size in bytes after `stack`, such as `[stack 16 << 20]`"
+    );
+}
+
+#[test]
 fn semantic_errors_are_all_reported() {
     let messages = errors(quote! {
         a -> w * 0 -> b;
