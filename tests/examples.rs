@@ -56,3 +56,18 @@ fn collatz_prints_forty_sorted_correct_lines() {
         assert_eq!(lines, collatz_lines(), "{example}");
     }
 }
+
+#[test]
+fn large_messages_run_in_bounded_memory() {
+    let out = run_example("large_messages");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("2000 messages of 1024 KiB"));
+    let peak: u64 = (lines.next())
+        .and_then(|l| l.strip_prefix("peak resident memory: "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .and_then(|n| n.parse().ok())
+        .expect("a peak memory line");
+    // 2 GiB went through; two queues of 16 MiB, stacks and a few messages
+    // in flight stay far below 256 MiB (a debug build copies more).
+    assert!(peak < 256, "peak resident memory {peak} MiB");
+}

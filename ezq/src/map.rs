@@ -3,19 +3,34 @@
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use rayon::Yield;
 
 /// Applies `f` to every item in parallel and yields the results in input
 /// order, as they become ready (Python ezq 3's `map`).
 ///
-/// The work runs on rayon's thread pool. At most a small window of items
-/// (four per pool thread) is in flight or waiting to be yielded, so memory
-/// stays bounded however long the input is, and items are pulled from
-/// `items` only as results are consumed. A panic in `f` is re-raised in the
-/// thread that iterates, when it reaches that item: no result is silently
-/// missing.
+/// The work runs on rayon's thread pool (the current one when called from
+/// inside a pool). At most a small window of items (four per pool thread) is
+/// in flight or waiting to be yielded, so memory stays bounded however long
+/// the input is, and items are pulled from `items` only as results are
+/// consumed. A panic in `f` is re-raised in the thread that iterates, when it
+/// reaches that item: no result is silently missing.
+///
+/// `map` shares rayon's pool rather than owning threads, so that it uses the
+/// cores the rest of the program's parallel work uses instead of competing
+/// with it; in exchange, a pool thread that iterates (a `map` nested in
+/// another's `f`, or one called from a rayon task) does not sit blocked on
+/// a result: it runs other pending pool jobs while it waits, so nesting
+/// cannot deadlock the pool.
+///
+/// ```
+/// let row = |i: u32| ezq::map(move |j: u32| i * j, 0..3).collect::<Vec<_>>();
+/// let table: Vec<Vec<u32>> = ezq::map(row, 0..3).collect();
+/// assert_eq!(table, [[0, 0, 0], [0, 1, 2], [0, 2, 4]]);
+/// ```
 ///
 /// ```
 /// let squares: Vec<u64> = ezq::map(|x: u64| x * x, 0..5).collect();
@@ -46,7 +61,7 @@ where
     F: Fn(I::Item) -> U + Send + Sync + 'static,
     U: Send + 'static,
 {
-    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tx, rx) = mpsc::channel();
     let f = Arc::new(f);
     Map {
         input: items.into_iter(),
@@ -71,6 +86,11 @@ where
 type Done<U> = (u64, thread::Result<U>);
 type Spawn<T, U> = dyn Fn(u64, T, &Sender<Done<U>>) + Send;
 
+/// The first and the longest nap of a pool thread that waits for a result
+/// and finds no rayon job to run meanwhile.
+const FIRST_NAP: Duration = Duration::from_micros(50);
+const LAST_NAP: Duration = Duration::from_millis(1);
+
 /// The iterator of [`map`].
 pub struct Map<I: Iterator, U> {
     input: I,
@@ -90,6 +110,38 @@ impl<I: Iterator, U> Map<I, U> {
     /// than the window.
     pub fn in_flight(&self) -> usize {
         self.ready.len()
+    }
+
+    /// Waits for the next result to arrive, in any order.
+    ///
+    /// Off a rayon pool, this blocks. On a pool thread it must not: the job
+    /// that would send the result may be queued behind this very thread
+    /// (nested maps), and if every pool thread blocked, nothing would ever
+    /// run it. So it runs pending jobs of the pool (`rayon::yield_now`) and,
+    /// when there are none, naps briefly before looking again. A job run
+    /// here may itself iterate a map and wait the same way, on top of this
+    /// frame; it finishes once its own items are done, which does not depend
+    /// on the frames beneath it (they only wait), so the stack unwinds, and
+    /// its depth is bounded by the jobs in flight, as in `rayon::join`.
+    fn wait(&self) -> Done<U> {
+        const KEPT: &str = "ezq::map keeps a sender of its own";
+        let mut nap = FIRST_NAP;
+        loop {
+            match self.rx.try_recv() {
+                Ok(done) => return done,
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => unreachable!("{KEPT}"),
+            }
+            match rayon::yield_now() {
+                None => return self.rx.recv().expect(KEPT),
+                Some(Yield::Executed) => nap = FIRST_NAP,
+                Some(Yield::Idle) => match self.rx.recv_timeout(nap) {
+                    Ok(done) => return done,
+                    Err(RecvTimeoutError::Timeout) => nap = (nap * 2).min(LAST_NAP),
+                    Err(RecvTimeoutError::Disconnected) => unreachable!("{KEPT}"),
+                },
+            }
+        }
     }
 }
 
@@ -112,7 +164,7 @@ impl<I: Iterator, U> Iterator for Map<I, U> {
                 }
                 Some(_) => {}
             }
-            let (index, result) = self.rx.recv().expect("ezq::map keeps a sender of its own");
+            let (index, result) = self.wait();
             let first = self.next_index - self.ready.len() as u64;
             self.ready[(index - first) as usize] = Some(result);
         }
@@ -149,5 +201,11 @@ mod tests {
         });
         let payload = result.unwrap_err();
         assert_eq!(crate::error::panic_message(payload.as_ref()), "bad item 3");
+    }
+
+    #[test]
+    fn the_iterator_can_move_to_another_thread() {
+        fn is_send<T: Send>(_: &T) {}
+        is_send(&map(|x: u32| x, vec![1, 2]));
     }
 }

@@ -100,6 +100,7 @@ impl<T: Send + 'static> SourceEnd<T> {
 
     /// Puts one message, unless the source takes no more (ended, or the
     /// pipeline cancelled): then the message comes back, not counted.
+    #[inline(always)]
     pub(crate) fn try_put(&self, msg: Msg<T>) -> Result<(), Disconnected<T>> {
         let Some(_inside) = self.gate.enter() else {
             return Err(Disconnected(msg));
@@ -118,7 +119,10 @@ impl<T: Send + 'static> SourceEnd<T> {
                 Some(block) => Item::Batch(Box::new(block)),
             },
         };
-        self.tx.send(item).or_else(|item| self.undelivered(item))
+        match self.tx.send(item) {
+            Ok(()) => Ok(()),
+            Err(item) => self.undelivered(item),
+        }
     }
 
     /// Sends a full block of a [`SourceWriter`](crate::SourceWriter).
@@ -351,6 +355,7 @@ impl<T: Send + 'static> Source<T> {
     ///
     /// # Panics
     /// If the source was ended.
+    #[inline(always)]
     pub fn put(&self, msg: impl Into<Msg<T>>) {
         if self.shared.try_put(msg.into()).is_err() {
             assert!(

@@ -47,7 +47,7 @@ impl<T> Clone for Rx<T> {
 }
 
 impl<T> Tx<T> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_send(&self, item: Item<T>) -> Result<(), SendError<T>> {
         self.tx.try_send(item).map_err(|e| match e {
             TrySendError::Full(item) => SendError::Full(item),
@@ -55,11 +55,12 @@ impl<T> Tx<T> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
         self.tx.send(item).map_err(|e| e.into_inner())
     }
 
+    #[inline(always)]
     pub(crate) fn send_deadline(
         &self,
         item: Item<T>,

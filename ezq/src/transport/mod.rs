@@ -108,7 +108,7 @@ impl<T> Clone for Rx<T> {
 
 impl<T> Tx<T> {
     /// Sends without waiting.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_send(&self, item: Item<T>) -> Result<(), SendError<T>> {
         match self {
             Tx::Local(tx) => tx.try_send(item),
@@ -117,7 +117,7 @@ impl<T> Tx<T> {
 
     /// Sends, waiting while the queue is full; `Err` with the item if every
     /// reader is gone.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
         match self {
             Tx::Local(tx) => tx.send(item),
@@ -125,6 +125,7 @@ impl<T> Tx<T> {
     }
 
     /// Sends, waiting while the queue is full until `deadline`.
+    #[inline(always)]
     pub(crate) fn send_deadline(
         &self,
         item: Item<T>,
