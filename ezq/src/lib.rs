@@ -3,7 +3,7 @@
 //! Functions become workers, typed queues wire them together, and the
 //! compiler checks the whole topology before anything runs. ezq is the Rust
 //! port of Python's `ezq` ("simple wrappers for multiprocessing"), on
-//! threads and crossbeam channels.
+//! threads and bounded channels.
 //!
 //! This page teaches the crate in order: the runtime API that Python ezq
 //! users know, worker graphs with [`worker`] and [`pipeline!`], what happens
@@ -154,22 +154,39 @@
 
 extern crate self as ezq;
 
-// The layers, from the bottom: a module uses only those above it.
-mod batch; // blocks, and each thread's unsent blocks
-mod control; // cancellation, the reorder window, a replica's context
-mod ends; // Inbox, Outbox, Source, SourceWriter, Sink
-mod error; // Error, Failure, Dropped
+// The layers, from the bottom: a module uses only those above it (a
+// test, tests/architecture.rs, checks it).
+
+// Padded, lock, thread_number.
+mod sync;
+// Msg, Kind.
+mod msg;
+// How items cross a queue; the END protocol.
+mod transport;
+// Error, Failure, Dropped.
+mod error;
+// What is counted, and the account of each queue.
+pub mod stats;
+// Blocks, and each thread's unsent blocks.
+mod batch;
+// Cancellation, the reorder window, a replica's context.
+mod control;
+// Inbox, Outbox, Source, SourceWriter, Sink.
+mod ends;
+// The hand-wired Queue.
+mod queue;
+// run, Worker, endq_and_wait.
+mod worker;
+// sortiter.
+mod sort;
+// The ordered parallel map.
+mod map;
+// tracing spans.
+mod trace;
+// A running graph.
+mod pipeline;
+// The graph builder and its plumbing.
 pub mod graph;
-mod map; // ordered parallel map
-mod msg; // Msg, Kind
-mod pipeline; // a running graph
-mod queue; // the hand-wired Queue
-mod sort; // sortiter
-pub mod stats; // what is counted, and the account of each queue
-mod sync; // Padded, lock, thread_number
-mod trace; // tracing spans
-mod transport; // how items cross a queue; the END protocol
-mod worker; // run, Worker, endq_and_wait // the graph builder and its plumbing
 
 #[cfg(feature = "progress")]
 mod progress;
