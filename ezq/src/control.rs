@@ -103,8 +103,8 @@ impl Control {
 }
 
 /// What the ports of one worker replica share (its pipeline and its
-/// counters); opaque, handed to [`Inputs::open`](crate::Inputs::open) and
-/// [`Outputs::open`](crate::Outputs::open).
+/// counters); opaque, handed to [`Inputs::open`](crate::graph::Inputs::open) and
+/// [`Outputs::open`](crate::graph::Outputs::open).
 pub struct Replica {
     pub(crate) control: Arc<Control>,
     pub(crate) counters: Arc<ReplicaCounters>,

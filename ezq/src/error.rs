@@ -19,7 +19,7 @@ pub enum Cause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The worker's name: its function's name in a pipeline, or the name
-    /// given to [`run_named`] (`"worker"` for [`run`]).
+    /// given to [`run_named`](crate::run_named) (`"worker"` for [`run`](crate::run)).
     pub worker: String,
     /// Which replica of the worker failed, counting from 0 (`None` for a
     /// worker started by hand).
