@@ -88,17 +88,19 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<20} {:>12} {:>12} {:>10} {:>10}",
-            "queue", "put", "taken", "waiting", "high"
+            "{:<20} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
+            "queue", "put", "taken", "waiting", "discarded", "dropped", "high"
         )?;
         for q in &self.queues {
             writeln!(
                 f,
-                "{:<20} {:>12} {:>12} {:>10} {:>10}",
+                "{:<20} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10}",
                 q.name,
                 q.put,
                 q.taken,
                 q.len(),
+                q.discarded,
+                q.dropped,
                 q.high_water
             )?;
         }
