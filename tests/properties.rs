@@ -291,6 +291,9 @@ const INJECTED: &str = "injected fault";
 enum FaultKind {
     Panic,
     Error,
+    /// The replica returns, with the message in hand, leaving its inbox
+    /// unread.
+    ReturnEarly,
 }
 
 /// A fault as drawn: worker and replica modulo the plan's.
@@ -308,7 +311,11 @@ fn raw_fault() -> impl Strategy<Value = RawFault> {
         any::<usize>(),
         // Mostly early, where it fires; sometimes anywhere, often too late.
         prop_oneof![3 => 0..64u64, 1 => 0..=MAX_MESSAGES],
-        prop_oneof![Just(FaultKind::Panic), Just(FaultKind::Error)],
+        prop_oneof![
+            Just(FaultKind::Panic),
+            Just(FaultKind::Error),
+            Just(FaultKind::ReturnEarly)
+        ],
     )
         .prop_map(|(worker, replica, index, kind)| RawFault {
             worker,
@@ -430,6 +437,7 @@ impl WorkerState {
                 match fault.kind {
                     FaultKind::Panic => panic!("{}", fault.text()),
                     FaultKind::Error => return Err(fault.text()),
+                    FaultKind::ReturnEarly => return Ok(()),
                 }
             }
             let out = route(msg.data, self.salt, self.index as u64, outputs.len());
@@ -450,13 +458,29 @@ fn either(msg: Either<Msg<u64>, Msg<u64>>) -> Msg<u64> {
 struct Run {
     /// Every message read from the sinks, in no particular order.
     delivered: Vec<u64>,
+    /// Messages the sources accepted.
+    accepted: u64,
     result: Result<(), ezq::Error>,
     states: Vec<Arc<WorkerState>>,
     /// When `join` returned.
     joined_at: Instant,
 }
 
+/// How the test thread feeds the sources.
+#[derive(Clone, Copy, Debug, Default)]
+struct Feeding {
+    /// Cancel the pipeline after this many puts.
+    cancel_after: Option<u64>,
+    /// Feed from this many threads with `try_put`, while this thread ends
+    /// the sources after this many microseconds.
+    racing: Option<(usize, u64)>,
+}
+
 fn run_plan(plan: &Plan, fault: Option<Fault>) -> Result<Run, String> {
+    run_plan_fed(plan, fault, Feeding::default())
+}
+
+fn run_plan_fed(plan: &Plan, fault: Option<Fault>, feeding: Feeding) -> Result<Run, String> {
     let mut g = Graph::new();
     let queues: Vec<QueueRef<u64>> = (plan.queues.iter().enumerate())
         .map(|(i, q)| {
@@ -519,13 +543,41 @@ fn run_plan(plan: &Plan, fault: Option<Fault>) -> Result<Run, String> {
     let monitor = p.monitor();
     // The sinks are read as the messages come (some are bounded), while
     // this thread feeds the sources.
+    let accepted = AtomicU64::new(0);
     let delivered = thread::scope(|scope| {
         let readers: Vec<_> = (p.1.iter())
             .map(|sink| scope.spawn(move || sink.iter().map(|m| m.data).collect::<Vec<u64>>()))
             .collect();
-        for value in 0..plan.messages {
-            let source = route(value, plan.salt, u64::MAX, plan.sources);
-            p.0[source].put(value);
+        match feeding.racing {
+            None => {
+                for value in 0..plan.messages {
+                    if feeding.cancel_after == Some(value) {
+                        p.cancel();
+                    }
+                    let source = route(value, plan.salt, u64::MAX, plan.sources);
+                    p.0[source].put(value);
+                }
+                if feeding.cancel_after == Some(plan.messages) {
+                    p.cancel();
+                }
+                accepted.store(plan.messages, Ordering::SeqCst);
+            }
+            Some((feeders, end_after_us)) => {
+                let (sources, accepted) = (&p.0, &accepted);
+                for f in 0..feeders {
+                    scope.spawn(move || {
+                        let values = (0..plan.messages).filter(|v| *v as usize % feeders == f);
+                        for value in values {
+                            let source = route(value, plan.salt, u64::MAX, plan.sources);
+                            if sources[source].try_put(value).is_err() {
+                                break;
+                            }
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+                thread::sleep(Duration::from_micros(end_after_us));
+            }
         }
         // One after the other, as `join` does: ending a source must not
         // wait for readers that have failed or stopped.
@@ -536,6 +588,7 @@ fn run_plan(plan: &Plan, fault: Option<Fault>) -> Result<Run, String> {
             .flat_map(|r| r.join().expect("a sink reader panicked"))
             .collect::<Vec<u64>>()
     });
+    let accepted = accepted.into_inner();
     let result = match p.join_timeout(Duration::from_secs(10)) {
         Ok(result) => result,
         Err(timed_out) => return Err(format!("join did not return within 10 s: {timed_out}")),
@@ -548,6 +601,7 @@ fn run_plan(plan: &Plan, fault: Option<Fault>) -> Result<Run, String> {
     drop(p);
     Ok(Run {
         delivered,
+        accepted,
         result,
         states,
         joined_at,
@@ -724,6 +778,9 @@ fn check_fault(plan: &Plan, fault: Fault) -> Result<FaultOutcome, String> {
             lost: 0,
         });
     }
+    if fault.kind == FaultKind::ReturnEarly {
+        return check_returned_early(&run, &delivered);
+    }
     let error = match run.result {
         Ok(()) => {
             return Err(format!(
@@ -757,6 +814,7 @@ fn check_fault(plan: &Plan, fault: Fault) -> Result<FaultOutcome, String> {
     let expected = match fault.kind {
         FaultKind::Panic => Cause::Panicked(fault.text()),
         FaultKind::Error => Cause::Returned(fault.text()),
+        FaultKind::ReturnEarly => unreachable!("checked above"),
     };
     if failure.cause != expected {
         return Err(format!("cause {:?}, expected {expected:?}", failure.cause));
@@ -788,6 +846,57 @@ fn check_fault(plan: &Plan, fault: Fault) -> Result<FaultOutcome, String> {
     })
 }
 
+/// Messages taken by a replica and not forwarded: a replica that failed
+/// or returned held them, and a cancel can leave one with each replica.
+fn held_by_replicas(run: &Run) -> u64 {
+    (run.states.iter())
+        .flat_map(|s| s.taken.iter().zip(&s.forwarded))
+        .map(|(t, f)| t.load(Ordering::SeqCst) - f.load(Ordering::SeqCst))
+        .sum()
+}
+
+/// The account of a run: every message put is delivered, dropped (and in
+/// the error), or was held by a replica when it stopped.
+fn check_account(run: &Run, delivered: &[u64], dropped: u64) -> Result<(), String> {
+    let held = held_by_replicas(run);
+    let accounted = delivered.len() as u64 + dropped + held;
+    if accounted != run.accepted {
+        return Err(format!(
+            "{} messages accepted, but {} delivered + {dropped} dropped + {held} held by \
+             replicas that stopped = {accounted} ({:?})",
+            run.accepted,
+            delivered.len(),
+            run.result
+        ));
+    }
+    Ok(())
+}
+
+/// A replica returned early, holding one message: no failure, and every
+/// message it left behind is dropped and reported, or another replica took
+/// it and `join` is `Ok`.
+fn check_returned_early(run: &Run, delivered: &[u64]) -> Result<FaultOutcome, String> {
+    let dropped = match &run.result {
+        Ok(()) => 0,
+        Err(error) => {
+            if !error.failures().is_empty() || error.is_cancelled() {
+                return Err(format!("a replica returned early, yet: {error}"));
+            }
+            if error.dropped() == 0 {
+                return Err(format!("join failed with nothing dropped: {error}"));
+            }
+            error.dropped()
+        }
+    };
+    check_account(run, delivered, dropped)?;
+    Ok(FaultOutcome {
+        fired: true,
+        delivered: delivered.len() as u64,
+        dropped,
+        lost: held_by_replicas(run),
+    })
+}
+
 #[test]
 fn injected_faults_are_reported_and_every_message_is_accounted_for() {
     quiet_injected_panics();
@@ -816,6 +925,98 @@ fn injected_faults_are_reported_and_every_message_is_accounted_for() {
     });
     finish(
         "injected_faults_are_reported_and_every_message_is_accounted_for",
+        &totals,
+        start,
+        result,
+    );
+}
+
+/// A cancel after a random number of puts: `join` says so, and every
+/// message is delivered, dropped, or was held by a replica.
+fn check_cancel(plan: &Plan, after: u64) -> Result<(u64, u64), String> {
+    let feeding = Feeding {
+        cancel_after: Some(after),
+        racing: None,
+    };
+    let run = run_plan_fed(plan, None, feeding)?;
+    let error = match &run.result {
+        Ok(()) => return Err("cancelled, yet join returned Ok".into()),
+        Err(e) => e,
+    };
+    if !error.is_cancelled() || !error.failures().is_empty() {
+        return Err(format!("a cancel, and only a cancel, expected: {error}"));
+    }
+    check_account(&run, &run.delivered, error.dropped())?;
+    Ok((run.delivered.len() as u64, error.dropped()))
+}
+
+#[test]
+fn a_cancel_at_any_point_accounts_for_every_message() {
+    let totals = Arc::new(Totals::default());
+    let start = Instant::now();
+    let counted = Arc::clone(&totals);
+    let strategy = (plan(), any::<u64>()).prop_map(|(plan, at)| {
+        let after = at % (plan.messages + 1);
+        (plan, after)
+    });
+    let result = runner().run(&strategy, move |(plan, after)| {
+        counted.count_plan(&plan);
+        let (delivered, dropped) =
+            within(30, move || check_cancel(&plan, after)).map_err(TestCaseError::fail)?;
+        counted.delivered.fetch_add(delivered, Ordering::Relaxed);
+        counted.dropped.fetch_add(dropped, Ordering::Relaxed);
+        Ok(())
+    });
+    finish(
+        "a_cancel_at_any_point_accounts_for_every_message",
+        &totals,
+        start,
+        result,
+    );
+}
+
+/// Sources fed from several threads with `try_put` while this thread ends
+/// them: exactly the accepted messages arrive, each once, and `join` is
+/// `Ok`.
+fn check_racing_end(plan: &Plan, feeders: usize, end_after_us: u64) -> Result<u64, String> {
+    let feeding = Feeding {
+        cancel_after: None,
+        racing: Some((feeders, end_after_us)),
+    };
+    let run = run_plan_fed(plan, None, feeding)?;
+    if let Err(e) = &run.result {
+        return Err(format!("join failed with ends racing puts: {e}"));
+    }
+    let mut delivered = run.delivered.clone();
+    delivered.sort_unstable();
+    if let Some(w) = delivered.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("message {} delivered more than once", w[0]));
+    }
+    if delivered.len() as u64 != run.accepted {
+        return Err(format!(
+            "{} puts accepted, {} delivered",
+            run.accepted,
+            delivered.len()
+        ));
+    }
+    Ok(run.accepted)
+}
+
+#[test]
+fn ends_racing_puts_from_many_threads_lose_nothing() {
+    let totals = Arc::new(Totals::default());
+    let start = Instant::now();
+    let counted = Arc::clone(&totals);
+    let strategy = (plan(), 2..=4usize, 0..2_000u64);
+    let result = runner().run(&strategy, move |(plan, feeders, end_after_us)| {
+        counted.count_plan(&plan);
+        let delivered = within(30, move || check_racing_end(&plan, feeders, end_after_us))
+            .map_err(TestCaseError::fail)?;
+        counted.delivered.fetch_add(delivered, Ordering::Relaxed);
+        Ok(())
+    });
+    finish(
+        "ends_racing_puts_from_many_threads_lose_nothing",
         &totals,
         start,
         result,

@@ -202,6 +202,12 @@ impl<T: Send + 'static> SharedBlock<T> {
         self.target.push(&mut lock(&self.unsent), msg)
     }
 
+    /// Takes out what waits for the block to fill, unsent (after a
+    /// cancel); returns how many messages that was.
+    pub(crate) fn take_unsent(&self) -> u64 {
+        std::mem::take(&mut *lock(&self.unsent)).len() as u64
+    }
+
     /// Where its blocks go: a [`LocalBlock`] beside it sends to the same
     /// queue.
     pub(crate) fn target(&self) -> &BlockTarget<T> {

@@ -196,8 +196,12 @@ impl<T: Send + 'static> SourceEnd<T> {
         lock(&self.writers).ended_by = None;
         let sent = self.send_end(deadline);
         // After a cancel the END may have gone without waiting for the
-        // puts (see `nudge`); they are over now.
+        // puts (see `nudge`); they are over now. What waits in the
+        // source's block will never be sent: it is lost, and counted.
         self.add_owner_count();
+        if let (true, Some(batch)) = (self.control.is_cancelled(), &self.batch) {
+            self.queue.add_lost(batch.take_unsent());
+        }
         sent
     }
 
