@@ -216,9 +216,15 @@ impl<T: Send + 'static> SharedBlock<T> {
 }
 
 impl<T> Flush for SharedBlock<T> {
+    /// Sends what waits, holding the lock until it is in the queue: a
+    /// flush from any thread (a wait, [`Source::flush`](crate::Source::flush))
+    /// then cannot land behind the END, which the source sends only after
+    /// its own flush, under the same lock.
     fn flush(&self) {
-        let rest = std::mem::take(&mut *lock(&self.unsent));
+        let mut unsent = lock(&self.unsent);
+        let rest = std::mem::take(&mut *unsent);
         self.target.send_rest(rest);
+        drop(unsent);
     }
 
     fn queue_id(&self) -> usize {

@@ -214,4 +214,4 @@ pub use pipeline::{Pipeline, TimedOut};
 pub use progress::Progress;
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};
 pub use sort::{REORDER_RING, SortIter, sortiter, sortiter_from};
-pub use worker::{Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named};
+pub use worker::{Worker, WorkerResult, endq_and_wait, num_cpus, run, run_named, run_with_stack};

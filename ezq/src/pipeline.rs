@@ -35,8 +35,13 @@ pub struct Pipeline<Q> {
     /// The replicas joined so far, and their failures.
     ended: Vec<Ended>,
     failures: Vec<Failure>,
-    /// The outcome was computed and returned: nothing is left to report.
-    settled: bool,
+    /// The outcome, once every worker has finished: what `join` returns,
+    /// however many times it is asked.
+    settled: Option<Result<(), Error>>,
+    /// Threads that finish sending the END of a source that did not fit
+    /// before a `join_timeout`'s deadline, so that the pipeline goes on
+    /// ending while its caller reads the sinks.
+    enders: Vec<JoinHandle<()>>,
     sources: Vec<Arc<dyn SourceControl>>,
     monitor: Monitor,
     control: Arc<Control>,
@@ -158,7 +163,8 @@ impl<Q> Pipeline<Q> {
             threads,
             ended: Vec::new(),
             failures: Vec::new(),
-            settled: false,
+            settled: None,
+            enders: Vec::new(),
             sources,
             monitor,
             control,
@@ -182,7 +188,9 @@ impl<Q> Pipeline<Q> {
 
     /// Like [`join`](Pipeline::join), but waits at most `timeout`. If some
     /// workers are still running then, returns which ones; the pipeline
-    /// stays usable (to [`cancel`](Pipeline::cancel), or to wait again).
+    /// stays usable (to [`cancel`](Pipeline::cancel), to read its sinks,
+    /// or to wait again). A source whose END did not fit in its queue by
+    /// then is ended on a thread of its own, so the sinks still end.
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Result<(), Error>, TimedOut> {
         self.finish(Some(Instant::now() + timeout))
     }
@@ -227,8 +235,8 @@ impl<Q> Pipeline<Q> {
 
     /// Ends the sources and joins the threads, until `deadline` if any.
     fn finish(&mut self, deadline: Option<Instant>) -> Result<Result<(), Error>, TimedOut> {
-        if self.settled {
-            return Ok(Ok(()));
+        if let Some(outcome) = &self.settled {
+            return Ok(outcome.clone());
         }
         self.sources.retain(|source| !source.end_by(deadline));
         let mut pause = Duration::from_micros(100);
@@ -253,11 +261,16 @@ impl<Q> Pipeline<Q> {
                 });
             }
             self.threads = running;
-            if self.threads.is_empty() && self.sources.is_empty() {
+            self.enders.retain(|ender| !ender.is_finished());
+            if self.threads.is_empty() && self.sources.is_empty() && self.enders.is_empty() {
                 break;
             }
             match deadline {
                 Some(deadline) if Instant::now() >= deadline => {
+                    for source in self.sources.drain(..) {
+                        let ender = thread::Builder::new().name("ezq-end".into());
+                        (self.enders).extend(ender.spawn(move || _ = source.end_by(None)).ok());
+                    }
                     return Err(TimedOut {
                         running: (self.threads.iter())
                             .map(|t| (t.counters.name.to_string(), t.counters.replica))
@@ -271,20 +284,17 @@ impl<Q> Pipeline<Q> {
                 }
             }
         }
-        self.settled = true;
         let cancelled = self.control.is_cancelled();
         let drops = settle(&self.monitor, &self.ended, cancelled);
-        Ok(Error::pipeline(
-            std::mem::take(&mut self.failures),
-            cancelled,
-            drops,
-        ))
+        let outcome = Error::pipeline(std::mem::take(&mut self.failures), cancelled, drops);
+        self.settled = Some(outcome.clone());
+        Ok(outcome)
     }
 }
 
 impl<Q> Drop for Pipeline<Q> {
     fn drop(&mut self) {
-        if self.settled {
+        if self.settled.is_some() {
             return;
         }
         if let Ok(Err(error)) = self.finish(None) {

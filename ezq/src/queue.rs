@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::Msg;
 use crate::transport::{self, Ending, Gate, Item, Rx, Tx};
@@ -140,6 +141,21 @@ impl<T> Queue<T> {
         self.state.gate.send_end(&self.tx, None, || {});
     }
 
+    /// The next item while an END is pending: it goes in as soon as no
+    /// put is inside the gate and there is room. A put inside may be one
+    /// the closed gate is turning away, which sends nothing, so this never
+    /// waits long without looking again.
+    #[cold]
+    fn next_with_end_pending(&self) -> Item<T> {
+        loop {
+            self.place_pending_end();
+            let soon = Instant::now() + Duration::from_millis(1);
+            if let Some(item) = self.rx.recv_deadline(soon) {
+                return item;
+            }
+        }
+    }
+
     /// Puts a pending END (see [`EndState::pending`]) if that needs no wait.
     #[inline]
     fn place_pending_end(&self) {
@@ -207,11 +223,12 @@ impl<T> Iterator for Iter<'_, T> {
             if self.done {
                 return None;
             }
-            // With an END pending, either it goes in now, or a put is still
-            // inside the gate or the queue is full: then a message comes,
-            // and this recv does not wait for ever.
-            self.queue.place_pending_end();
-            match self.queue.rx.recv() {
+            let item = if self.queue.state.pending.load(Ordering::Acquire) {
+                self.queue.next_with_end_pending()
+            } else {
+                self.queue.rx.recv()
+            };
+            match item {
                 Item::Msg(msg) => return Some(msg),
                 Item::Batch(block) => self.block = block.into_iter(),
                 // The transport put it back for the other consumers: one

@@ -141,6 +141,31 @@ pub fn run_named<R: WorkerResult>(
     }
 }
 
+/// Like [`run_named`], on a thread with `stack_size` bytes of stack: for a
+/// worker that handles large values (a `Queue` of 1 MiB messages passes
+/// each through a few stack frames) or recurses deeply.
+///
+/// ```
+/// let w = ezq::run_with_stack("deep", 16 * 1024 * 1024, || {
+///     let big = [7u8; 4 * 1024 * 1024];
+///     assert_eq!(big[big.len() - 1], 7);
+/// });
+/// w.join().unwrap();
+/// ```
+pub fn run_with_stack<R: WorkerResult>(
+    name: impl Into<String>,
+    stack_size: usize,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Worker {
+    let name = name.into();
+    Worker {
+        handle: Some(spawn_thread(name.clone(), Some(stack_size), move || {
+            f().into_result()
+        })),
+        name,
+    }
+}
+
 /// Ends `q`, then waits for every worker (Python ezq's `endq_and_wait`).
 ///
 /// All workers are joined even when some fail; the error lists every

@@ -136,7 +136,8 @@ impl<T> Inbox<T> {
 
     /// Stops reading and discards the rest of the queue on purpose: what
     /// this inbox holds, and what its producers put from now on that no
-    /// other reader of the queue takes. Discarded messages are counted
+    /// other reader of the queue takes. The choice is the queue's: what
+    /// another replica leaves unread after this is discarded too. Discarded messages are counted
     /// apart ([`QueueStats::discarded`](crate::stats::QueueStats::discarded))
     /// and are not an error; the producers go on as if the queue were
     /// read (their puts succeed).

@@ -54,14 +54,18 @@ impl<T> QueueShared<T> {
     /// here rather than wherever the queue's memory is freed, which may be
     /// the caller's `join`. A message whose drop panics makes this reader
     /// panic (once everything is dropped), so the panic is reported as this
-    /// worker's failure.
+    /// worker's failure. (If the reader is already unwinding, a drop that
+    /// panics aborts, as it would in any container.)
     fn reader_closed(&self, rx: &Rx<T>) {
-        if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 || std::thread::panicking() {
+        if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
+        let unwinding = std::thread::panicking();
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         let mut drop_safely = |value: Box<dyn FnOnce()>| {
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(value)) {
+            if unwinding {
+                value();
+            } else if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(value)) {
                 first_panic.get_or_insert(payload);
             }
         };
