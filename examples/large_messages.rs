@@ -44,11 +44,13 @@ fn peak_rss_mib() -> u64 {
 
 fn main() {
     // The caller's side passes each 1 MiB value through a few calls on its
-    // way into a queue: in a release build it needs about 12 MiB of stack
+    // way into a queue: in a release build it needs about 10 MiB of stack
     // (a hand-written crossbeam program about 4 MiB), more than a main
     // thread's 8 MiB, and a debug build copies more. So it runs on a thread
     // with a large stack; ezq sizes its worker threads' stacks itself.
-    let caller = std::thread::Builder::new().stack_size(64 << 20);
+    let caller = std::thread::Builder::new()
+        .name("caller".into())
+        .stack_size(64 << 20);
     let (count, total) = caller.spawn(run).expect("a thread").join().expect("ran");
     let expected: u64 = (0..COUNT).map(|i| 2 * (i % 256)).sum();
     assert_eq!(total, expected);

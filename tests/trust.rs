@@ -225,7 +225,7 @@ fn a_message_held_when_the_pipeline_is_cancelled_is_counted() {
     assert!(err.is_cancelled());
     assert_eq!(err.dropped(), 1, "{err}");
     assert_eq!(err.drops()[0].queue, "out");
-    assert!(err.to_string().contains("1 messages were dropped"), "{err}");
+    assert!(err.to_string().contains("1 message was dropped"), "{err}");
 }
 
 // ---------------------------------------------------------------------------

@@ -141,8 +141,9 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// pipeline := chain+
 /// chain    := slot ( "->" worker "->" slot )* [ "->" worker ] ";"
 /// slot     := queue | "(" queue ( "," queue )* ")" | "()"
-/// queue    := NAME [ "[" ( EXPR | "unbounded" ) "]" ]
-/// worker   := PATH [ "(" EXPR ( "," EXPR )* ")" ] [ "*" EXPR ]
+/// queue    := NAME [ "[" option ( "," option )* "]" ]
+/// option   := EXPR | "unbounded" | "batch" EXPR
+/// worker   := PATH [ "(" EXPR ( "," EXPR )* ")" ] [ "[" "stack" EXPR "]" ] [ "*" EXPR ]
 /// ```
 ///
 /// - A chain alternates queue slots and workers, and begins with a slot:
@@ -161,6 +162,9 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `worker[stack BYTES]` (before `* EXPR`) sets the stack size of the
 ///   worker's threads (a `usize`). Without it a worker gets Rust's default,
 ///   grown by itself for messages over 4 KiB.
+/// - `queue[batch N]` moves the queue's messages N at a time (see
+///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
+///   it combines with a capacity: `queue[4096, batch 256]`.
 /// - `queue[N]` bounds the queue at N messages; `queue[unbounded]` lifts
 ///   the bound. Without one, sources and queues between workers hold
 ///   [`DEFAULT_CAPACITY`](../ezq/graph/constant.DEFAULT_CAPACITY.html)

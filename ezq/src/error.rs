@@ -118,9 +118,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut lines = Vec::new();
         if self.cancelled {
+            let dropped = self.dropped();
+            let verb = if dropped == 1 { "was" } else { "were" };
             lines.push(format!(
-                "the pipeline was cancelled; {} messages were dropped",
-                self.dropped()
+                "the pipeline was cancelled; {} {verb} dropped",
+                messages(dropped)
             ));
         }
         match self.failures.as_slice() {
@@ -141,6 +143,14 @@ impl fmt::Display for Error {
     }
 }
 
+/// "1 message", "2 messages".
+pub(crate) fn messages(n: u64) -> String {
+    match n {
+        1 => "1 message".to_owned(),
+        n => format!("{n} messages"),
+    }
+}
+
 /// Messages one queue lost: put, and never taken nor discarded on purpose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
@@ -156,8 +166,10 @@ impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "queue `{}` dropped {} messages: {}",
-            self.queue, self.count, self.reason
+            "queue `{}` dropped {}: {}",
+            self.queue,
+            messages(self.count),
+            self.reason
         )
     }
 }

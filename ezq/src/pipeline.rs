@@ -137,7 +137,10 @@ pub struct TimedOut {
 
 impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} workers still running:", self.running.len())?;
+        match self.running.len() {
+            1 => f.write_str("1 worker still running:")?,
+            n => write!(f, "{n} workers still running:")?,
+        }
         for (name, replica) in &self.running {
             write!(f, " `{name}` (replica {replica})")?;
         }

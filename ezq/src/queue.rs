@@ -117,6 +117,7 @@ impl<T> Queue<T> {
     ///
     /// # Panics
     /// If the queue was ended: nothing can read a message put after END.
+    #[inline]
     pub fn put(&self, msg: impl Into<Msg<T>>) {
         if let Err(Ended(_)) = self.try_put(msg) {
             panic!("ezq: put on a queue that was already ended (endq); nothing would ever read it");
@@ -125,6 +126,7 @@ impl<T> Queue<T> {
 
     /// Like [`put`](Queue::put), but hands the message back if the queue was
     /// already ended.
+    #[inline]
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Ended<T>> {
         let msg = msg.into();
         let Some(_inside) = self.state.gate.enter() else {

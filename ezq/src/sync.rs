@@ -2,6 +2,7 @@
 //! line of its own, a lock that tolerates poisoning, and a number for the
 //! current thread.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,9 +31,20 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A number for the current thread, unique in the process (never 0).
 #[inline]
 pub(crate) fn thread_number() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Constant-initialized: reading it needs no lazy-init check.
+        static NUMBER: Cell<u64> = const { Cell::new(0) };
     }
-    NUMBER.with(|n| *n)
+    NUMBER.with(|n| match n.get() {
+        0 => first_thread_number(n),
+        number => number,
+    })
+}
+
+#[cold]
+fn first_thread_number(cell: &Cell<u64>) -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let number = NEXT.fetch_add(1, Ordering::Relaxed);
+    cell.set(number);
+    number
 }

@@ -383,6 +383,36 @@ impl<T: Send + 'static> Source<T> {
         self.shared.try_put(msg.into())
     }
 
+    /// Puts every item of `items`, then ends the source: the one call that
+    /// feeds a pipeline whose sinks the caller then reads (forgetting the
+    /// [`end`](Source::end) would leave them waiting).
+    ///
+    /// ```
+    /// use ezq::{pipeline, worker};
+    ///
+    /// #[worker]
+    /// fn double(x: u64) -> u64 {
+    ///     x * 2
+    /// }
+    ///
+    /// let p = pipeline! { numbers -> double -> doubled; };
+    /// p.numbers.feed(0..100u64);
+    /// assert_eq!(p.doubled.iter().map(|m| m.data).sum::<u64>(), 9900);
+    /// ```
+    ///
+    /// # Panics
+    /// If the source was already ended.
+    pub fn feed<I>(&self, items: I)
+    where
+        I: IntoIterator,
+        I::Item: Into<Msg<T>>,
+    {
+        for item in items {
+            self.put(item);
+        }
+        self.end();
+    }
+
     /// Sends the messages put into a batched source that wait for their
     /// block to fill (not those of its [writers](Source::writer): each
     /// sends its own).
