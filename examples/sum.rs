@@ -16,13 +16,11 @@ fn main() {
     let p = pipeline! {
         in_q -> summer * ezq::num_cpus() -> out_q;
     };
-    for i in 0..1000u64 {
-        p.in_q.put(i);
-    }
-    p.in_q.end();
+    // puts every number, then ends the queue
+    p.in_q.feed(0..1000u64);
     // ends once every summer has returned
     let result: u64 = p.out_q.iter().map(|msg| msg.data).sum();
-    p.join().expect("a worker failed");
+    p.join().expect("a worker failed or a message was lost");
     assert_eq!(result, (0..1000).sum());
     println!("{result}");
 }

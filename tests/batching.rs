@@ -276,3 +276,38 @@ fn a_sources_shared_through_an_arc_can_feed_from_several_threads() {
     });
     assert_eq!(total, (0..4000).sum());
 }
+
+/// A request/reply caller: it puts one message into a batched source, then
+/// waits on a channel of its own for the reply. Its wait flushes nothing,
+/// so only the pipeline's flusher can send the partial block; each reply
+/// must come, and well within a second.
+#[test]
+fn a_sources_block_leaves_while_its_thread_waits_outside_the_pipeline() {
+    let slowest = within(20, || {
+        let p = pipeline! { requests[batch 64] -> add_one -> replies; };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slowest = thread::scope(|s| {
+            s.spawn(|| {
+                for reply in p.replies.iter() {
+                    tx.send(reply.data).expect("the caller waits");
+                }
+            });
+            let mut slowest = Duration::ZERO;
+            for i in 0..20u64 {
+                let start = std::time::Instant::now();
+                p.requests.put(i);
+                let reply = (rx.recv_timeout(Duration::from_secs(5)))
+                    .expect("the block was sent while its thread waited elsewhere");
+                assert_eq!(reply, i + 1);
+                slowest = slowest.max(start.elapsed());
+            }
+            p.requests.end();
+            slowest
+        });
+        p.join().expect("nothing lost");
+        slowest
+    });
+    // The flusher looks every millisecond; a second is a generous bound on
+    // a loaded machine, and without it the reply never comes at all.
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+}

@@ -4,18 +4,22 @@
 //! second happen ([`flush_unsent`]).
 //!
 //! A [`SharedBlock`] is a source's: any thread may put into it, flush it or
-//! end its source, so every put takes a lock. A [`LocalBlock`] belongs to
+//! end its source, so every put takes a lock; a [`Flusher`] thread sends
+//! one that waits too long (its producer may wait on something outside the
+//! pipeline). A [`LocalBlock`] belongs to
 //! one thread (an outbox's, a source writer's) and takes none; on this
 //! project's benchmark machine that lock was most of the cost of a put.
 
 use std::cell::RefCell;
 use std::rc::{self, Rc};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crate::stats::QueueCounters;
 use crate::sync::{lock, thread_number};
-use crate::transport::{Item, Tx};
+use crate::transport::{Item, SendError, Tx};
 use crate::{Kind, Msg};
 
 thread_local! {
@@ -92,6 +96,92 @@ fn flush_unsent_to(queue: Option<usize>) {
     });
 }
 
+/// A block that can be looked at now and then, to send it if it has waited
+/// too long (see [`Flusher`]).
+pub(crate) trait Stale: Send + Sync {
+    /// Sends what waits if it already waited, unsent, at the last look
+    /// (`seen`: the blocks sent then, and whether one was waiting); never
+    /// waits itself.
+    fn flush_if_stale(&self, seen: &mut (u64, bool));
+}
+
+impl<T: Send> Stale for SharedBlock<T> {
+    fn flush_if_stale(&self, seen: &mut (u64, bool)) {
+        let Ok(mut unsent) = self.unsent.try_lock() else {
+            // A put or a flush is at it right now: it is not stale.
+            *seen = (u64::MAX, false);
+            return;
+        };
+        let sent = self.sent.load(Ordering::Relaxed);
+        let waiting = !unsent.is_empty();
+        if waiting && *seen == (sent, true) {
+            let rest = std::mem::take(&mut *unsent);
+            match self.target.try_send_rest(rest) {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    *seen = (sent + 1, false);
+                }
+                // Full: its readers are behind; look again next time.
+                Err(rest) => *unsent = rest,
+            }
+            return;
+        }
+        *seen = (sent, waiting);
+    }
+}
+
+/// How often the [`Flusher`] looks: a message put into a batched source
+/// waits at most about two of these for its block to leave.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(1);
+
+/// A thread that sends the blocks of batched sources that have waited,
+/// unsent, for a while: their producer may be waiting on something outside
+/// the pipeline (a reply, a socket), which flushes nothing.
+pub(crate) struct Flusher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    pub(crate) fn start(blocks: Vec<Weak<dyn Stale>>) -> Flusher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = (!blocks.is_empty()).then(|| {
+            let stop = Arc::clone(&stop);
+            let body = move || {
+                let mut seen = vec![(u64::MAX, false); blocks.len()];
+                while !stop.load(Ordering::Acquire) {
+                    thread::park_timeout(FLUSH_EVERY);
+                    for (block, seen) in blocks.iter().zip(&mut seen) {
+                        if let Some(block) = block.upgrade() {
+                            block.flush_if_stale(seen);
+                        }
+                    }
+                }
+            };
+            thread::Builder::new()
+                .name("ezq-flusher".into())
+                .spawn(body)
+                .expect("ezq: the operating system refused to start a thread")
+        });
+        Flusher { stop, thread }
+    }
+
+    /// Stops the thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Where a block goes, and the counters it adds to.
 pub(crate) struct BlockTarget<T> {
     tx: Tx<T>,
@@ -150,6 +240,26 @@ impl<T> BlockTarget<T> {
         (self.queue).add_put(n as u64, self.tx.len(), self.block);
     }
 
+    /// Sends what is left of a block if there is room now (counted as it
+    /// leaves); gives it back if the queue is full.
+    fn try_send_rest(&self, rest: Vec<Msg<T>>) -> Result<(), Vec<Msg<T>>> {
+        let n = rest.len();
+        match self.tx.try_send(Item::Batch(Box::new(rest))) {
+            Ok(()) => {
+                self.count(n);
+                Ok(())
+            }
+            Err(SendError::Full(Item::Batch(block))) => Err(*block),
+            Err(SendError::Full(_)) => Ok(()),
+            Err(SendError::Gone(item)) => {
+                if !self.queue.is_discarding() {
+                    self.queue.add_lost(item.messages());
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Counts and sends what is left of a block, waiting for room. If
     /// every reader is gone, the messages are dropped and counted so,
     /// unless the readers discarded the queue on purpose.
@@ -180,6 +290,9 @@ pub(crate) struct SharedBlock<T> {
     /// The thread that last put here (see [`thread_number`]),
     /// which flushes this block before it waits.
     owner: AtomicU64,
+    /// Blocks sent so far: the [`Flusher`] tells a block that has waited
+    /// since its last look from a new one.
+    sent: AtomicU64,
 }
 
 impl<T: Send + 'static> SharedBlock<T> {
@@ -188,18 +301,28 @@ impl<T: Send + 'static> SharedBlock<T> {
             target,
             unsent: Mutex::new(Vec::new()),
             owner: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
         })
     }
 
-    /// Adds a message; returns a full block to send, if this filled one.
-    pub(crate) fn push(self: &Arc<Self>, msg: Msg<T>) -> Option<Vec<Msg<T>>> {
+    /// Adds a message; if that fills the block, sends it with `send`, still
+    /// holding the block, so that no later block of this source (a flush,
+    /// the [`Flusher`]) can overtake it.
+    pub(crate) fn push<R>(
+        self: &Arc<Self>,
+        msg: Msg<T>,
+        send: impl FnOnce(Vec<Msg<T>>) -> R,
+    ) -> Option<R> {
         let me = thread_number();
         if self.owner.load(Ordering::Relaxed) != me {
             self.owner.store(me, Ordering::Relaxed);
             let weak: Weak<dyn Flush + Send + Sync> = Arc::<Self>::downgrade(self);
             remember_unsent(Unsent::Shared(weak));
         }
-        self.target.push(&mut lock(&self.unsent), msg)
+        let mut unsent = lock(&self.unsent);
+        let full = self.target.push(&mut unsent, msg)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Some(send(full))
     }
 
     /// Takes out what waits for the block to fill, unsent (after a
@@ -223,6 +346,7 @@ impl<T> Flush for SharedBlock<T> {
     fn flush(&self) {
         let mut unsent = lock(&self.unsent);
         let rest = std::mem::take(&mut *unsent);
+        self.sent.fetch_add(1, Ordering::Relaxed);
         self.target.send_rest(rest);
         drop(unsent);
     }

@@ -194,6 +194,11 @@ mod progress;
 #[doc(hidden)]
 pub mod __private;
 
+/// The crate's README, whose example runs as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 // What users type every day: Python ezq's names, messages, workers and
 // pipelines. The graph builder's plumbing is in `graph`, the statistics
 // in `stats`.

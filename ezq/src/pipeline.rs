@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::batch::Flusher;
 use crate::control::Control;
 use crate::ends::source::SourceControl;
 use crate::error::{DropReason, Dropped, Error, Failure, Outcome, Stopped, failure};
@@ -43,6 +44,8 @@ pub struct Pipeline<Q> {
     /// ending while its caller reads the sinks.
     enders: Vec<JoinHandle<()>>,
     sources: Vec<Arc<dyn SourceControl>>,
+    /// Sends the blocks of batched sources that wait too long.
+    flusher: Flusher,
     monitor: Monitor,
     control: Arc<Control>,
     /// The graph as DOT and as Mermaid text.
@@ -161,6 +164,7 @@ impl<Q> Pipeline<Q> {
     ) -> Self {
         let replicas = threads.iter().map(|t| Arc::clone(&t.counters)).collect();
         let monitor = Monitor::new(queue_ends, replicas);
+        let flusher = Flusher::start(sources.iter().filter_map(|s| s.block()).collect());
         Pipeline {
             queues,
             threads,
@@ -169,6 +173,7 @@ impl<Q> Pipeline<Q> {
             settled: None,
             enders: Vec::new(),
             sources,
+            flusher,
             monitor,
             control,
             diagrams,
@@ -287,6 +292,7 @@ impl<Q> Pipeline<Q> {
                 }
             }
         }
+        self.flusher.stop();
         let cancelled = self.control.is_cancelled();
         let drops = settle(&self.monitor, &self.ended, cancelled);
         let outcome = Error::pipeline(std::mem::take(&mut self.failures), cancelled, drops);

@@ -12,9 +12,20 @@ use crate::control;
 /// out. Messages that arrive early wait: within [`REORDER_RING`] orders of
 /// the one awaited, in a ring indexed by order (O(1) per message); further
 /// ahead, or a second message of the same order, in a min-heap (O(log k)
-/// for k waiting). When the input ends, whatever still waits (after a gap, a
-/// duplicate order, an order below the run) comes out in ascending order:
-/// no message is ever lost. Equal orders keep their arrival order.
+/// for k waiting). Messages of one order that are waiting when that order
+/// comes out come out together, in arrival order; one that arrives after
+/// its order has passed waits for the end. When the input ends, whatever
+/// still waits (after a gap, a late duplicate, an order below the run)
+/// comes out in ascending order: no message is ever lost. Equal orders keep
+/// their arrival order.
+///
+/// ```
+/// use ezq::Msg;
+///
+/// let msgs = [("a", 1), ("b", 1), ("c", 0), ("d", 2)].map(|(d, o)| Msg::new(d).order(o));
+/// let data: Vec<&str> = ezq::sortiter(msgs).map(|m| m.data).collect();
+/// assert_eq!(data, ["c", "a", "b", "d"]);
+/// ```
 ///
 /// Inside a pipeline worker, it also bounds its own buffer: the pipeline's
 /// sources wait before running more than a window of orders ahead of the
@@ -52,6 +63,7 @@ where
     SortIter {
         input: Some(messages.into_iter()),
         next: start,
+        draining: false,
         arrivals: 0,
         near: VecDeque::new(),
         in_near: 0,
@@ -85,6 +97,9 @@ pub struct SortIter<I, T> {
     input: Option<I>,
     /// The order that comes out next.
     next: u64,
+    /// A message of order `next` came out: the others of that order that
+    /// are waiting come out before the run moves on.
+    draining: bool,
     arrivals: u64,
     /// Early messages less than `ring_orders` ahead: slot `i` holds the
     /// first to arrive of order `next + i`.
@@ -136,9 +151,25 @@ impl<I, T> SortIter<I, T> {
         self.ahead.push(Reverse(parked));
     }
 
-    /// The next order's earliest message, if it has arrived; moves passed
-    /// orders aside on the way.
+    /// The next waiting message of the run: another of the order that just
+    /// came out, or the earliest of the next order; moves passed orders
+    /// aside on the way.
     fn pop_ready(&mut self) -> Option<Msg<T>> {
+        loop {
+            if let Some(msg) = self.pop_order() {
+                self.draining = true;
+                return Some(msg);
+            }
+            if !self.draining {
+                return None;
+            }
+            self.draining = false;
+            self.advance();
+        }
+    }
+
+    /// The earliest waiting message of order `next`, if any.
+    fn pop_order(&mut self) -> Option<Msg<T>> {
         while let Some(Reverse(top)) = self.ahead.peek() {
             if top.msg.order >= self.next {
                 break;
@@ -159,7 +190,6 @@ impl<I, T> SortIter<I, T> {
         } else {
             self.ahead.pop()?.0
         };
-        self.advance();
         Some(parked.msg)
     }
 
@@ -194,7 +224,7 @@ impl<I: Iterator<Item = Msg<T>>, T> Iterator for SortIter<I, T> {
                 break;
             };
             if msg.order == self.next {
-                self.advance();
+                self.draining = true;
                 return Some(msg);
             }
             let parked = Parked {
@@ -264,24 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn waiting_messages_of_an_order_come_out_together() {
+        // `b` waits when order 1 comes out: it comes out right after `a`.
+        assert_eq!(orders(&[1, 1, 0, 2], 0), [0, 1, 1, 2]);
+        let msgs = [(0, 1), (1, 1), (2, 0), (3, 2)].map(|(d, o)| Msg::new(d).order(o));
+        let data: Vec<u8> = sortiter(msgs).map(|m| m.data).collect();
+        assert_eq!(data, [2, 0, 1, 3]);
+    }
+
+    #[test]
     fn gaps_duplicates_and_stragglers_are_flushed_in_order() {
         assert_eq!(orders(&[0, 2, 1, 5, 4], 0), [0, 1, 2, 4, 5]);
         assert_eq!(orders(&[0, 1, 1, 2, 0], 0), [0, 1, 2, 0, 1]);
         assert_eq!(orders(&[3, 1, 2, 0], 2), [2, 3, 0, 1]);
     }
 
-    /// What `sortiter_from` must yield, by brute force: each message as
-    /// soon as its order is the next one (the earliest arrival of that
-    /// order), then everything left by (order, arrival).
+    /// What `sortiter_from` must yield, by brute force: as soon as the
+    /// next order has arrived, every waiting message of it, by arrival;
+    /// then everything left by (order, arrival).
     fn model(input: &[u64], start: u64) -> Vec<(u64, usize)> {
         let (mut out, mut parked, mut next) = (Vec::new(), Vec::new(), start);
         for (arrival, &order) in input.iter().enumerate() {
             parked.push((order, arrival));
-            while let Some(i) = (0..parked.len())
-                .filter(|&i| parked[i].0 == next)
-                .min_by_key(|&i| parked[i].1)
-            {
-                out.push(parked.remove(i));
+            while parked.iter().any(|p| p.0 == next) {
+                // `parked` is in arrival order; `retain` keeps it so.
+                out.extend(parked.iter().filter(|p| p.0 == next).copied());
+                parked.retain(|p| p.0 != next);
                 next += 1;
             }
         }

@@ -3,12 +3,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use super::Disconnected;
 use crate::Msg;
-use crate::batch::{self, Flush, SharedBlock};
+use crate::batch::{self, Flush, SharedBlock, Stale};
 use crate::control::Control;
 use crate::stats::{COUNTING, LocalCount, QueueCounters};
 use crate::sync::{lock, thread_number};
@@ -22,6 +22,9 @@ pub(crate) trait SourceControl: Send + Sync {
     /// Takes no more messages and wakes its readers after a cancel, never
     /// waiting.
     fn nudge(&self);
+    /// Its block, for a batched source: the [`Flusher`] sends it when it
+    /// waits too long.
+    fn block(&self) -> Option<Weak<dyn Stale>>;
 }
 
 /// What a pipeline shares between a source handle and its own shutdown.
@@ -109,17 +112,17 @@ impl<T: Send + 'static> SourceEnd<T> {
             return Err(Disconnected(msg));
         }
         self.wait_for_window(msg.order, || self.flush_for_wait());
-        let item = match &self.batch {
+        let sent = match &self.batch {
             None => {
                 self.count_unbatched();
-                Item::Msg(msg)
+                self.tx.send(Item::Msg(msg))
             }
-            Some(batch) => match batch.push(msg) {
-                None => return Ok(()),
-                Some(block) => Item::Batch(Box::new(block)),
-            },
+            Some(batch) => {
+                let send = |block| self.tx.send(Item::Batch(Box::new(block)));
+                batch.push(msg, send).unwrap_or(Ok(()))
+            }
         };
-        match self.tx.send(item) {
+        match sent {
             Ok(()) => Ok(()),
             Err(item) => self.undelivered(item),
         }
@@ -317,6 +320,12 @@ impl<T: Send + 'static> SourceControl for SourceEnd<T> {
     fn nudge(&self) {
         SourceEnd::nudge(self);
     }
+
+    fn block(&self) -> Option<Weak<dyn Stale>> {
+        let block = self.batch.as_ref()?;
+        let weak: Weak<dyn Stale> = Arc::<SharedBlock<T>>::downgrade(block);
+        Some(weak)
+    }
 }
 
 /// A queue that the pipeline's caller feeds: a field of the pipeline handle
@@ -330,9 +339,11 @@ impl<T: Send + 'static> SourceControl for SourceEnd<T> {
 ///
 /// Into a batched queue, messages are sent a block at a time: when the
 /// block is full, when the thread that put them reads a [`Sink`](crate::Sink)
-/// or waits for an inbox, at [`flush`](Source::flush) and at the end. Any
-/// thread may put, flush or end, so each `put` into a batched queue takes a
-/// lock; a [`writer`](Source::writer) feeds it from one thread without one.
+/// or waits for an inbox, at [`flush`](Source::flush), at the end, and when
+/// it has waited about 2 ms (the thread that put them may be waiting on
+/// something outside the pipeline). Any thread may put, flush or end, so
+/// each `put` into a batched queue takes a lock; a
+/// [`writer`](Source::writer) feeds it from one thread without one.
 pub struct Source<T> {
     pub(crate) shared: Arc<SourceEnd<T>>,
 }
