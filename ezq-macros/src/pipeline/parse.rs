@@ -220,6 +220,11 @@ fn set_once<T>(slot: &mut Option<T>, value: T, span: Span, what: &str) -> syn::R
 
 impl Parse for WorkerRef {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.peek(Token![|]) || input.peek(Token![||]) || input.peek(Token![move]) {
+            return Err(input.error(
+                "a closure cannot be a worker: declare a function with `#[ezq::worker]` and name it here",
+            ));
+        }
         if !input.peek(Ident) && !input.peek(Token![::]) {
             return Err(input.error("expected a worker: the name of a `#[worker]` function"));
         }

@@ -63,6 +63,20 @@ fn stack_size_expansion() {
 }
 
 #[test]
+fn a_closure_is_not_a_worker() {
+    for input in [
+        quote! { a -> |x: u64| x * 2 -> b; },
+        quote! { a -> move |x: u64| x -> b; },
+        quote! { () -> || 1 -> b; },
+    ] {
+        assert_eq!(
+            syntax_error(input),
+            "a closure cannot be a worker: declare a function with `#[ezq::worker]` and name it here"
+        );
+    }
+}
+
+#[test]
 fn worker_options_are_checked() {
     assert_eq!(
         syntax_error(quote! { a -> w[heap 10] -> b; }),
