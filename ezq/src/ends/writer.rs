@@ -25,7 +25,10 @@ use crate::sync::thread_number;
 /// Its block leaves when it is full, when this thread waits on the
 /// pipeline (reads a [`Sink`](crate::Sink), waits for the reorder window),
 /// at [`flush`](SourceWriter::flush), when the source is ended on this
-/// thread, and when the writer is dropped. The messages of one writer keep
+/// thread, and when the writer is dropped. Unlike [`Source::put`]'s block,
+/// it is not sent by time: only its own thread can reach it, so a thread
+/// that waits on something outside the pipeline (a reply, a socket) calls
+/// [`flush`](SourceWriter::flush) first. The messages of one writer keep
 /// their order; messages put through the source itself, or through other
 /// writers, may come before or after them.
 ///
