@@ -151,10 +151,17 @@ impl Flusher {
                 let mut seen = vec![(u64::MAX, false); blocks.len()];
                 while !stop.load(Ordering::Acquire) {
                     thread::park_timeout(FLUSH_EVERY);
+                    let mut alive = false;
                     for (block, seen) in blocks.iter().zip(&mut seen) {
                         if let Some(block) = block.upgrade() {
                             block.flush_if_stale(seen);
+                            alive = true;
                         }
+                    }
+                    // A pipeline that was leaked, not joined: its sources
+                    // are gone, and so is this thread's work.
+                    if !alive {
+                        break;
                     }
                 }
             };
