@@ -97,8 +97,10 @@ use proc_macro::TokenStream;
 ///
 /// `#[worker]` takes no arguments, and rejects what cannot run as a worker
 /// thread: an `async fn`, an `unsafe fn`, a method (`self`), a generic
-/// function, an `impl Trait` parameter, and a function with neither queues
-/// nor a return value. A queue must be spelled `Inbox<T>` / `Outbox<T>`
+/// function, an `impl Trait` parameter, an extra argument that borrows
+/// (`&HashMap<K, V>`: the worker's threads may outlive the caller's stack,
+/// so share it through an `Arc<HashMap<K, V>>`; `&'static` is fine), and a
+/// function with neither queues nor a return value. A queue must be spelled `Inbox<T>` / `Outbox<T>`
 /// (any path ending so), not through a type alias.
 #[proc_macro_attribute]
 pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {

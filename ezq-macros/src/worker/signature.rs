@@ -13,7 +13,16 @@ pub struct Worker {
     pub vis: syn::Visibility,
     pub params: Vec<Param>,
     pub shape: Shape,
+    /// Extra arguments that borrow: an error, but the companion is still
+    /// emitted, with each such type made `'static`, so that `pipeline!`
+    /// reports the borrow at the call instead of failing to find a worker.
+    pub borrowing: Vec<Span>,
 }
+
+/// The message of a borrowed extra argument.
+pub const BORROWED_ARGUMENT: &str = "a worker's argument cannot borrow: its threads may outlive \
+    the caller's stack; pass owned data, or share it through an `Arc` (`Arc<HashMap<K, V>>` for \
+    a `&HashMap<K, V>`)";
 
 /// One parameter, in signature order.
 pub struct Param {
@@ -73,6 +82,7 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
         errors.at(variadic.span(), "a worker cannot be variadic");
     }
     let mut params = Vec::new();
+    let mut borrowing = Vec::new();
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(receiver) => errors.at(
@@ -86,10 +96,13 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
                         "a worker's argument cannot be `impl Trait`: give it a concrete type",
                     );
                 }
-                params.push(Param {
-                    role: role(&typed.ty),
-                    ty: (*typed.ty).clone(),
-                });
+                let role = role(&typed.ty);
+                let mut ty = (*typed.ty).clone();
+                if let (Role::Arg, Some(span)) = (&role, borrow_in(&typed.ty)) {
+                    borrowing.push(span);
+                    ty = made_static(&ty);
+                }
+                params.push(Param { role, ty });
             }
         }
     }
@@ -127,7 +140,75 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
         vis: function.vis.clone(),
         params,
         shape,
+        borrowing,
     })
+}
+
+/// Where `ty` borrows: a reference or a lifetime other than `'static`.
+fn borrow_in(ty: &Type) -> Option<Span> {
+    borrows(quote::ToTokens::to_token_stream(ty)).then(|| ty.span())
+}
+
+/// `ty` with every reference and lifetime made `'static`.
+fn made_static(ty: &Type) -> Type {
+    let tokens = statics(quote::ToTokens::to_token_stream(ty));
+    syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
+}
+
+fn statics(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    use proc_macro2::{Group, Ident, Punct, Spacing, TokenTree};
+    let mut out = Vec::new();
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Punct(p) if p.as_char() == '&' => {
+                let span = p.span();
+                out.push(TokenTree::Punct(p));
+                if !matches!(tokens.peek(), Some(TokenTree::Punct(q)) if q.as_char() == '\'') {
+                    let mut tick = Punct::new('\'', Spacing::Joint);
+                    tick.set_span(span);
+                    out.push(TokenTree::Punct(tick));
+                    out.push(TokenTree::Ident(Ident::new("static", span)));
+                }
+            }
+            TokenTree::Punct(p) if p.as_char() == '\'' => {
+                out.push(TokenTree::Punct(p));
+                if let Some(TokenTree::Ident(name)) = tokens.next() {
+                    out.push(TokenTree::Ident(Ident::new("static", name.span())));
+                }
+            }
+            TokenTree::Group(group) => {
+                let mut inner = Group::new(group.delimiter(), statics(group.stream()));
+                inner.set_span(group.span());
+                out.push(TokenTree::Group(inner));
+            }
+            other => out.push(other),
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Whether the tokens of a type hold a reference or a lifetime other than
+/// `'static` (`&'static T` is fine).
+fn borrows(tokens: proc_macro2::TokenStream) -> bool {
+    use proc_macro2::TokenTree;
+    let is_static = |t: Option<&TokenTree>| matches!(t, Some(TokenTree::Ident(i)) if i == "static");
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            // A reference without a lifetime: it borrows.
+            TokenTree::Punct(p)
+                if p.as_char() == '&'
+                    && !matches!(tokens.peek(), Some(TokenTree::Punct(q)) if q.as_char() == '\'') =>
+            {
+                return true;
+            }
+            TokenTree::Punct(p) if p.as_char() == '\'' && !is_static(tokens.peek()) => return true,
+            TokenTree::Group(group) if borrows(group.stream()) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `Inbox<T>` and `Outbox<T>` (by the last path segment, as written) are

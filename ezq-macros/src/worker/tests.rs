@@ -78,3 +78,42 @@ fn a_failed_worker_keeps_its_function() {
     assert!(output.contains("async fn f"), "{output}");
     assert!(!output.contains("WorkerFn"), "{output}");
 }
+
+#[test]
+fn a_borrowed_argument_is_an_error_that_says_what_to_do() {
+    for (input, borrows) in [
+        (
+            quote! { fn w(i: Inbox<u64>, table: &HashMap<String, u32>) {} },
+            true,
+        ),
+        (quote! { fn w(i: Inbox<u64>, names: Vec<&str>) {} }, true),
+        (
+            quote! { fn w(i: Inbox<u64>, pair: (u64, &'a str)) {} },
+            true,
+        ),
+        (quote! { fn w(i: Inbox<u64>, name: &'static str) {} }, false),
+        (
+            quote! { fn w(i: Inbox<u64>, names: Vec<&'static str>) {} },
+            false,
+        ),
+        (
+            quote! { fn w(i: Inbox<u64>, table: Arc<HashMap<String, u32>>) {} },
+            false,
+        ),
+    ] {
+        let function: syn::ItemFn = syn::parse2(input.clone()).expect("a function");
+        let mut errors = crate::errors::Errors::default();
+        let worker = super::signature::analyse(&function, &mut errors).expect("a worker");
+        assert!(errors.is_empty(), "{input}");
+        assert_eq!(worker.borrowing.is_empty(), !borrows, "{input}");
+        // The companion's argument types own what they hold, or are 'static.
+        let args = worker
+            .params
+            .iter()
+            .skip(1)
+            .map(|p| quote::ToTokens::to_token_stream(&p.ty).to_string());
+        for ty in args {
+            assert!(!ty.contains("& ") || ty.contains("'static"), "{ty}");
+        }
+    }
+}
