@@ -85,26 +85,22 @@ impl<T> Tx<T> {
 impl<T> Rx<T> {
     /// What a reader sees of an item taken, or of a disconnection: an END
     /// is put back for the other readers.
-    #[inline(always)]
+    #[inline]
     fn taken(&self, item: Option<Item<T>>) -> Item<T> {
         match item {
-            Some(Item::End) | None => self.end(),
+            Some(Item::End) | None => {
+                if let Some(tx) = &self.resend {
+                    // The END was the last item ever sent (the gate admits no
+                    // put after it), so taking it left room for it.
+                    let _ = tx.try_send(Item::End);
+                }
+                Item::End
+            }
             Some(item) => item,
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn end(&self) -> Item<T> {
-        if let Some(tx) = &self.resend {
-            // The END was the last item ever sent (the gate admits no put
-            // after it), so taking it left room for it.
-            let _ = tx.try_send(Item::End);
-        }
-        Item::End
-    }
-
-    #[inline(always)]
+    #[inline]
     pub(crate) fn try_recv(&self) -> Option<Item<T>> {
         match self.rx.try_recv() {
             Ok(item) => Some(self.taken(Some(item))),
@@ -113,7 +109,6 @@ impl<T> Rx<T> {
         }
     }
 
-    #[inline(always)]
     pub(crate) fn recv(&self) -> Item<T> {
         self.taken(self.rx.recv().ok())
     }

@@ -155,7 +155,7 @@ impl<T> Tx<T> {
 impl<T> Rx<T> {
     /// The next item if one is waiting. Once the queue has ended this
     /// returns [`Item::End`], every time.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn try_recv(&self) -> Option<Item<T>> {
         match self {
             Rx::Local(rx) => rx.try_recv(),
@@ -164,7 +164,6 @@ impl<T> Rx<T> {
 
     /// The next item, waiting for one; [`Item::End`] once the queue has
     /// ended, every time.
-    #[inline(always)]
     pub(crate) fn recv(&self) -> Item<T> {
         match self {
             Rx::Local(rx) => rx.recv(),
