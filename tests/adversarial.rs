@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::within;
-use ezq::graph::Capacity;
+use ezq::graph::{Capacity, QueueRef};
 use ezq::stats::Stats;
 use ezq::{DropReason, Either, Error, Graph, Inbox, Outbox, Queue};
 
@@ -181,11 +181,16 @@ fn race_end(
     (expected_tags(&accepted), sorted(delivered), p.join())
 }
 
-fn check_race_end(kind: Kind, replicas: usize, threads: u64, feed: Feed, rounds: usize) {
+/// Runs `race` for `rounds` rounds, each within 20 s, and fails with every
+/// round whose delivered messages are not exactly the accepted ones, or
+/// whose `join` failed.
+fn every_round_delivers_what_was_accepted(
+    rounds: usize,
+    race: impl Fn(usize) -> (Vec<u64>, Vec<u64>, Result<(), Error>) + Send + Copy + 'static,
+) {
     let mut failures = Vec::new();
     for round in 0..rounds {
-        let (expected, delivered, result) =
-            within(20, move || race_end(kind, replicas, threads, feed, round));
+        let (expected, delivered, result) = within(20, move || race(round));
         if expected != delivered || result.is_err() {
             failures.push(format!(
                 "round {round}: accepted {}, delivered {}, join {:?}",
@@ -201,6 +206,12 @@ fn check_race_end(kind: Kind, replicas: usize, threads: u64, feed: Feed, rounds:
         failures.len(),
         failures.join("\n")
     );
+}
+
+fn check_race_end(kind: Kind, replicas: usize, threads: u64, feed: Feed, rounds: usize) {
+    every_round_delivers_what_was_accepted(rounds, move |round| {
+        race_end(kind, replicas, threads, feed, round)
+    });
 }
 
 #[test]
@@ -356,25 +367,9 @@ fn race_end_on_source_and_sink(
 }
 
 fn check_source_and_sink(kind: Kind, flush: bool, rounds: usize) {
-    let mut failures = Vec::new();
-    for round in 0..rounds {
-        let (expected, delivered, result) =
-            within(20, move || race_end_on_source_and_sink(kind, flush, round));
-        if expected != delivered || result.is_err() {
-            failures.push(format!(
-                "round {round}: accepted {}, delivered {}, join {:?}",
-                expected.len(),
-                delivered.len(),
-                result.map_err(|e| e.to_string())
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {rounds} rounds lost accepted messages:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    every_round_delivers_what_was_accepted(rounds, move |round| {
+        race_end_on_source_and_sink(kind, flush, round)
+    });
 }
 
 #[test]
@@ -766,6 +761,27 @@ fn a_merge_that_quits_early_counts_what_both_inputs_lost() {
     }
 }
 
+/// A batched source `src` and two replicas of `split` that put every
+/// message into both `x` (small) and `y` (batched); returns the three.
+fn add_split(g: &mut Graph) -> (QueueRef<u64>, QueueRef<u64>, QueueRef<u64>) {
+    let src = g.batched_queue::<u64>("src", Capacity::Bounded(64), 16);
+    let x = g.queue_with::<u64>("x", Capacity::Bounded(4));
+    let y = g.batched_queue::<u64>("y", Capacity::Bounded(32), 8);
+    g.add(
+        "split",
+        2,
+        (src,),
+        (x, y),
+        |(i,): (Inbox<u64>,), (x, y): (Outbox<u64>, Outbox<u64>)| {
+            for m in i {
+                x.put(m.data);
+                y.put(m.data);
+            }
+        },
+    );
+    (src, x, y)
+}
+
 /// src -> split -> (x, y); x -> forward ×2 -> z; y -> forward ×3 -> z;
 /// z is read by the caller while threads race the end of src.
 #[test]
@@ -773,22 +789,8 @@ fn fan_out_and_fan_in_deliver_every_accepted_put_twice() {
     for round in 0..15 {
         let (accepted, delivered, result) = within(20, move || {
             let mut g = Graph::new();
-            let src = g.batched_queue::<u64>("src", Capacity::Bounded(64), 16);
-            let x = g.queue_with::<u64>("x", Capacity::Bounded(4));
-            let y = g.batched_queue::<u64>("y", Capacity::Bounded(32), 8);
+            let (src, x, y) = add_split(&mut g);
             let z = g.queue::<u64>("z");
-            g.add(
-                "split",
-                2,
-                (src,),
-                (x, y),
-                |(i,): (Inbox<u64>,), (x, y): (Outbox<u64>, Outbox<u64>)| {
-                    for m in i {
-                        x.put(m.data);
-                        y.put(m.data);
-                    }
-                },
-            );
             g.add("fx", 2, (x,), (z,), |(i,), (o,)| forward(i, o));
             g.add("fy", 3, (y,), (z,), |(i,), (o,)| forward(i, o));
             let p = g.start(|c| (c.source(src), c.sink(z)));
@@ -981,28 +983,35 @@ fn cancel_racing_end_neither_hangs_nor_loses_count() {
 // join_timeout, then join; dropping without join
 // ---------------------------------------------------------------------------
 
+/// `numbers` (one slot) -> `slow` (20 ms a message) -> `out`, with three
+/// messages put: the source's END cannot fit for a while.
+fn slow_pipeline() -> ezq::Pipeline<(ezq::Source<u64>, ezq::Sink<u64>)> {
+    let mut g = Graph::new();
+    let numbers = g.queue_with::<u64>("numbers", Capacity::Bounded(1));
+    let out = g.queue::<u64>("out");
+    g.add(
+        "slow",
+        1,
+        (numbers,),
+        (out,),
+        |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
+            for m in i {
+                thread::sleep(Duration::from_millis(20));
+                o.put_msg(m);
+            }
+        },
+    );
+    let p = g.start(|c| (c.source(numbers), c.sink(out)));
+    for i in 0..3 {
+        p.0.put(i);
+    }
+    p
+}
+
 #[test]
 fn join_timeout_then_join_reports_the_same_account() {
     let (timed_out, result, stats) = within(20, || {
-        let mut g = Graph::new();
-        let numbers = g.queue_with::<u64>("numbers", Capacity::Bounded(1));
-        let out = g.queue::<u64>("out");
-        g.add(
-            "slow",
-            1,
-            (numbers,),
-            (out,),
-            |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
-                for m in i {
-                    thread::sleep(Duration::from_millis(20));
-                    o.put_msg(m);
-                }
-            },
-        );
-        let mut p = g.start(|c| (c.source(numbers), c.sink(out)));
-        for i in 0..3 {
-            p.0.put(i);
-        }
+        let mut p = slow_pipeline();
         // The END does not fit yet: the queue is full.
         let first = p.join_timeout(Duration::from_millis(1));
         let monitor = p.monitor();
@@ -1017,32 +1026,14 @@ fn join_timeout_then_join_reports_the_same_account() {
     assert_eq!((stats.queues[1].put, stats.queues[1].dropped), (3, 0));
 }
 
-/// `join_timeout` ends the sources; if a source's END does not fit in its
-/// full queue before the deadline, it stays pending, and nothing but
-/// another `join` sends it: a caller that reads a sink to its END after the
-/// timeout ("the pipeline stays usable") waits for ever.
+/// `join_timeout` ends the sources; a source's END that does not fit in its
+/// full queue before the deadline is sent on a thread of its own, so a
+/// caller that reads a sink to its END after the timeout ("the pipeline
+/// stays usable") gets there. (It used to wait for ever.)
 #[test]
 fn reading_a_sink_after_join_timeout_left_an_end_pending() {
     let n = within(10, || {
-        let mut g = Graph::new();
-        let numbers = g.queue_with::<u64>("numbers", Capacity::Bounded(1));
-        let out = g.queue::<u64>("out");
-        g.add(
-            "slow",
-            1,
-            (numbers,),
-            (out,),
-            |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
-                for m in i {
-                    thread::sleep(Duration::from_millis(20));
-                    o.put_msg(m);
-                }
-            },
-        );
-        let mut p = g.start(|c| (c.source(numbers), c.sink(out)));
-        for i in 0..3 {
-            p.0.put(i);
-        }
+        let mut p = slow_pipeline();
         assert!(p.join_timeout(Duration::from_millis(1)).is_err());
         let n = p.1.iter().count();
         p.join().unwrap();
@@ -1552,22 +1543,8 @@ fn every_queue_account_balances_after_join() {
     for round in 0..10 {
         let (stats, result, unread) = within(20, move || {
             let mut g = Graph::new();
-            let src = g.batched_queue::<u64>("src", Capacity::Bounded(64), 16);
-            let x = g.queue_with::<u64>("x", Capacity::Bounded(4));
-            let y = g.batched_queue::<u64>("y", Capacity::Bounded(32), 8);
+            let (src, x, y) = add_split(&mut g);
             let out = g.queue::<u64>("out");
-            g.add(
-                "split",
-                2,
-                (src,),
-                (x, y),
-                |(i,): (Inbox<u64>,), (x, y): (Outbox<u64>, Outbox<u64>)| {
-                    for m in i {
-                        x.put(m.data);
-                        y.put(m.data);
-                    }
-                },
-            );
             let seen = Arc::new(AtomicUsize::new(0));
             g.add("some", 2, (x,), (), move |(mut i,): (Inbox<u64>,), ()| {
                 // The two replicas stop after 100 messages in all.

@@ -5,28 +5,13 @@
 
 use std::panic;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-/// Runs `f` on a thread and fails if it does not finish within `secs`
-/// seconds; re-raises its panic if it panicked.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => panic::resume_unwind(payload),
-            Ok(()) => unreachable!("a thread that returned sent its value"),
-        },
-        // Leave the stuck thread behind: the process ends with the tests.
-        Err(RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: a hang"),
-    }
-}
+mod common;
+
+use common::within;
 
 /// Held by the tests whose tasks wait for each other on a barrier, one per
 /// pool thread: two such groups at once could split the pool between them
