@@ -141,6 +141,18 @@ fn race_end(
         forward(i, o)
     });
     let p = g.start(|c| (c.source(numbers), c.sink(out)));
+    feed_and_end(p, threads, feed, round)
+}
+
+/// `threads` threads feed the pipeline's source while this thread ends it
+/// after a jittered delay, and another reads its sink. Returns (expected,
+/// delivered, join result).
+fn feed_and_end(
+    p: ezq::Pipeline<(ezq::Source<u64>, ezq::Sink<u64>)>,
+    threads: u64,
+    feed: Feed,
+    round: usize,
+) -> (Vec<u64>, Vec<u64>, Result<(), Error>) {
     let accepted: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
     let start = Barrier::new(threads as usize + 1);
     let delivered = thread::scope(|s| {
@@ -337,33 +349,12 @@ fn race_end_on_source_and_sink(
     let mut g = Graph::new();
     let q = add_queue(&mut g, "q", kind);
     let p = g.start(|c| (c.source(q), c.sink(q)));
-    let threads = 4u64;
-    let accepted: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
-    let start = Barrier::new(threads as usize + 1);
-    let delivered = thread::scope(|s| {
-        let reader = s.spawn(|| p.1.iter().map(|m| m.data).collect::<Vec<_>>());
-        for t in 0..threads {
-            let (p, accepted, start) = (&p, &accepted, &start);
-            s.spawn(move || {
-                start.wait();
-                for i in 0.. {
-                    if p.0.try_put(tag(t, i)).is_err() {
-                        break;
-                    }
-                    accepted[t as usize].store(i + 1, Ordering::Relaxed);
-                    if flush {
-                        p.0.flush();
-                    }
-                }
-            });
-        }
-        start.wait();
-        thread::sleep(Duration::from_micros(100 + jitter_us(round, 900)));
-        p.0.end();
-        reader.join().unwrap()
-    });
-    let accepted: Vec<u64> = accepted.into_iter().map(|a| a.into_inner()).collect();
-    (expected_tags(&accepted), sorted(delivered), p.join())
+    let feed = if flush {
+        Feed::TryPutAndFlush
+    } else {
+        Feed::TryPut
+    };
+    feed_and_end(p, 4, feed, round)
 }
 
 fn check_source_and_sink(kind: Kind, flush: bool, rounds: usize) {
