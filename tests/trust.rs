@@ -389,3 +389,43 @@ fn a_message_whose_drop_panics_left_by_cancel_does_not_escape_join() {
     assert_eq!(err.failures().len(), 1, "{err}");
     assert!(err.to_string().contains("grenade 1 went off"), "{err}");
 }
+
+/// Panics; returns `()` as far as the types go (`!` is not a worker result).
+fn fail(message: &str) {
+    panic!("{message}");
+}
+
+/// A message whose drop always panics, even during unwinding.
+struct Bomb(#[allow(dead_code)] u64);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("bomb went off");
+    }
+}
+
+/// The reader panics with bombs left in its queue: dropping them on its
+/// unwinding thread would abort the process. They are left aside and
+/// dropped as the pipeline finishes, where the panic becomes a failure.
+#[test]
+fn messages_whose_drop_panics_left_by_a_panicking_reader_do_not_abort() {
+    let err = within(10, || {
+        let mut g = Graph::new();
+        let q = g.queue_with::<Bomb>("q", Capacity::Bounded(100));
+        g.add("w", 1, (q,), (), |(mut inbox,): (Inbox<Bomb>,), ()| {
+            std::mem::forget(inbox.recv());
+            fail("worker panics");
+        });
+        let p = g.start(|c| c.source(q));
+        for i in 0..10 {
+            p.put(Bomb(i));
+        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.join()))
+            .expect("join does not panic")
+            .expect_err("the worker failed")
+    });
+    assert_eq!(err.dropped(), 9, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("worker panics"), "{text}");
+    assert!(text.contains("bomb went off"), "{text}");
+}

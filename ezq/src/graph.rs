@@ -11,11 +11,11 @@ pub use crate::ends::outbox::OutboxParts;
 
 use crate::batch::{BlockTarget, SharedBlock};
 use crate::control::{self, Control};
-use crate::ends::QueueShared;
 use crate::ends::inbox::Inbox;
 use crate::ends::outbox::Outbox;
 use crate::ends::sink::Sink;
 use crate::ends::source::{Source, SourceControl, SourceEnd};
+use crate::ends::{Leftovers, QueueShared};
 use crate::pipeline::{Pipeline, Running};
 use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
@@ -294,6 +294,7 @@ type MakeChannel = fn(Option<usize>, Option<usize>, Ending) -> Box<dyn Any + Sen
 type MakeSource =
     fn(&(dyn Any + Send), &Arc<Control>) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
 type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
+type MakeLeftovers = fn(&(dyn Any + Send)) -> Arc<dyn Leftovers>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
 
@@ -306,6 +307,7 @@ struct QueueNode {
     make: MakeChannel,
     make_source: MakeSource,
     counters: MakeEnd,
+    leftovers: MakeLeftovers,
 }
 
 struct WorkerNode {
@@ -370,6 +372,10 @@ fn make_source<T: Send + 'static>(
 
 fn counters_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<QueueCounters> {
     Arc::clone(&channel_of::<T>(channel).counters)
+}
+
+fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn Leftovers> {
+    channel_of::<T>(channel).shared.clone()
 }
 
 /// A worker graph under construction: queues, and workers wired to them.
@@ -477,6 +483,7 @@ impl Graph {
             make: make_channel::<T>,
             make_source: make_source::<T>,
             counters: counters_of::<T>,
+            leftovers: leftovers_of::<T>,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -616,6 +623,14 @@ impl Graph {
                 })
             })
             .collect();
+        // A queue's last reader may leave messages aside as it unwinds:
+        // the pipeline drops them, named by the queue's first reader.
+        let leftovers = (self.queues.iter().zip(&readers).enumerate())
+            .filter_map(|(i, (q, names))| {
+                let reader = names.first()?.clone();
+                Some((reader, (q.leftovers)(channels[i].as_ref())))
+            })
+            .collect();
         let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
@@ -650,6 +665,7 @@ impl Graph {
             threads,
             source_controls,
             queue_ends,
+            leftovers,
             control,
             diagrams,
         )

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::batch::Flusher;
 use crate::control::Control;
+use crate::ends::Leftovers;
 use crate::ends::source::SourceControl;
-use crate::error::{DropReason, Dropped, Error, Failure, Outcome, Stopped, failure};
+use crate::error::{Cause, DropReason, Dropped, Error, Failure, Outcome, Stopped, failure};
 use crate::stats::{Monitor, QueueInfo, ReplicaCounters, Stats};
 
 /// One worker replica's thread.
@@ -46,6 +47,9 @@ pub struct Pipeline<Q> {
     sources: Vec<Arc<dyn SourceControl>>,
     /// Sends the blocks of batched sources that wait too long.
     flusher: Flusher,
+    /// What each queue's last reader left aside as it unwound, with the
+    /// reader's name.
+    leftovers: Vec<(String, Arc<dyn Leftovers>)>,
     monitor: Monitor,
     control: Arc<Control>,
     /// The graph as DOT and as Mermaid text.
@@ -159,6 +163,7 @@ impl<Q> Pipeline<Q> {
         threads: Vec<Running>,
         sources: Vec<Arc<dyn SourceControl>>,
         queue_ends: Vec<QueueInfo>,
+        leftovers: Vec<(String, Arc<dyn Leftovers>)>,
         control: Arc<Control>,
         diagrams: [String; 2],
     ) -> Self {
@@ -174,6 +179,7 @@ impl<Q> Pipeline<Q> {
             enders: Vec::new(),
             sources,
             flusher,
+            leftovers,
             monitor,
             control,
             diagrams,
@@ -293,6 +299,15 @@ impl<Q> Pipeline<Q> {
             }
         }
         self.flusher.stop();
+        for (reader, left) in &self.leftovers {
+            if let Some(message) = left.drop_leftovers() {
+                self.failures.push(Failure {
+                    worker: reader.clone(),
+                    replica: None,
+                    cause: Cause::Panicked(format!("dropping a message it left unread: {message}")),
+                });
+            }
+        }
         let cancelled = self.control.is_cancelled();
         let drops = settle(&self.monitor, &self.ended, cancelled);
         let outcome = Error::pipeline(std::mem::take(&mut self.failures), cancelled, drops);

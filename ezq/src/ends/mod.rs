@@ -54,18 +54,28 @@ impl<T> QueueShared<T> {
     /// here rather than wherever the queue's memory is freed, which may be
     /// the caller's `join`. A message whose drop panics makes this reader
     /// panic (once everything is dropped), so the panic is reported as this
-    /// worker's failure. (If the reader is already unwinding, a drop that
-    /// panics aborts, as it would in any container.)
+    /// worker's failure. A reader that is already unwinding cannot run a
+    /// drop that may panic (that would abort the process): it moves what is
+    /// left aside, and the pipeline drops it as it finishes
+    /// ([`Leftovers`]).
     fn reader_closed(&self, rx: &Rx<T>) {
         if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let unwinding = std::thread::panicking();
+        if std::thread::panicking() {
+            let mut stash = lock(&self.stash);
+            while let Some(item) = rx.try_recv() {
+                match item {
+                    Item::End => break,
+                    Item::Msg(msg) => stash.push(msg),
+                    Item::Batch(block) => stash.extend(*block),
+                }
+            }
+            return;
+        }
         let mut first_panic: Option<Box<dyn Any + Send>> = None;
         let mut drop_safely = |value: Box<dyn FnOnce()>| {
-            if unwinding {
-                value();
-            } else if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(value)) {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(value)) {
                 first_panic.get_or_insert(payload);
             }
         };
@@ -106,6 +116,28 @@ impl<T> QueueShared<T> {
         let msg = stash.pop();
         self.has_stash.store(!stash.is_empty(), Ordering::Release);
         msg
+    }
+}
+
+/// What a queue's last reader left aside as it unwound; the pipeline drops
+/// it once every worker has finished, where a panicking drop can be caught
+/// and reported.
+pub(crate) trait Leftovers: Send + Sync {
+    /// Drops what was left aside; the first drop's panic message, if one
+    /// panicked.
+    fn drop_leftovers(&self) -> Option<String>;
+}
+
+impl<T: Send> Leftovers for QueueShared<T> {
+    fn drop_leftovers(&self) -> Option<String> {
+        let left = std::mem::take(&mut *lock(&self.stash));
+        let mut first = None;
+        for msg in left {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(msg))) {
+                first.get_or_insert_with(|| crate::error::panic_message(payload.as_ref()));
+            }
+        }
+        first
     }
 }
 
