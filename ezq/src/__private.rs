@@ -70,3 +70,56 @@ pub fn try_map_messages<T, U: Send + 'static, E: Display>(
     }
     Ok(())
 }
+
+/// The message type of a Redis-backed queue: what serde can carry.
+#[cfg(feature = "redis")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel on a Redis-backed queue: it is not serde-serializable",
+    label = "this `[redis]` queue carries `{Self}`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or make the queue local"
+)]
+pub trait RedisMessage: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+#[cfg(feature = "redis")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> RedisMessage for T {}
+
+/// Adds a Redis-backed queue (`q[redis]`).
+#[cfg(feature = "redis")]
+pub fn redis_queue<T: RedisMessage>(
+    graph: &mut Graph,
+    name: &str,
+    capacity: Capacity,
+    block: Option<usize>,
+) -> QueueRef<T> {
+    graph.redis_queue(name, capacity, block)
+}
+
+/// Sets the graph's cluster (`cluster = EXPR;`).
+#[cfg(feature = "redis")]
+pub fn cluster(graph: &mut Graph, cluster: crate::cluster::Cluster) {
+    graph.cluster(cluster);
+}
+
+/// What `[redis]` and `cluster = ..` need: ezq's `redis` feature.
+#[cfg(not(feature = "redis"))]
+#[diagnostic::on_unimplemented(
+    message = "Redis-backed queues need ezq's `redis` feature",
+    label = "needs the `redis` feature",
+    note = "in Cargo.toml: ezq = {{ version = \"0.1\", features = [\"redis\"] }}"
+)]
+pub trait RedisFeature {}
+
+/// Adds a Redis-backed queue: not without the `redis` feature.
+#[cfg(not(feature = "redis"))]
+pub fn redis_queue<T: RedisFeature>(
+    _graph: &mut Graph,
+    _name: &str,
+    _capacity: Capacity,
+    _block: Option<usize>,
+) -> QueueRef<T> {
+    unreachable!("no type implements RedisFeature")
+}
+
+/// Sets the graph's cluster: not without the `redis` feature.
+#[cfg(not(feature = "redis"))]
+pub fn cluster<C: RedisFeature>(_graph: &mut Graph, _cluster: C) {}

@@ -75,6 +75,7 @@ pub(crate) fn remember_unsent(batch: Unsent) {
 /// to wait, and no message may be held back while it does.
 pub(crate) fn flush_unsent() {
     flush_unsent_to(None);
+    crate::transport::flush_thread();
 }
 
 /// Sends the batches this thread has put into `queue` but not sent: the

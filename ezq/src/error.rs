@@ -206,6 +206,10 @@ pub enum DropReason {
     /// producer's last messages, or messages of a reader that was never
     /// started).
     NoReader,
+    /// Workers failed on each of them as often as the cluster allows
+    /// ([`Cluster::max_failures`](crate::cluster::Cluster::max_failures)):
+    /// they are in the job's dead-letter stream.
+    DeadLettered,
 }
 
 impl fmt::Display for DropReason {
@@ -226,6 +230,9 @@ impl fmt::Display for DropReason {
             DropReason::NoReader => {
                 f.write_str("its readers were gone before its producers were done")
             }
+            DropReason::DeadLettered => f.write_str(
+                "workers failed on each of them too often: they are in the job's dead-letter stream",
+            ),
         }
     }
 }

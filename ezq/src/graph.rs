@@ -4,7 +4,9 @@
 use std::any::Any;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 pub use crate::control::{DEFAULT_WINDOW, Replica};
 pub use crate::ends::outbox::OutboxParts;
@@ -16,6 +18,7 @@ use crate::ends::outbox::Outbox;
 use crate::ends::sink::Sink;
 use crate::ends::source::{Source, SourceControl, SourceEnd};
 use crate::ends::{Leftovers, QueueShared};
+use crate::error::{Stopped, panic_message};
 use crate::pipeline::{Pipeline, Running};
 use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
@@ -153,15 +156,18 @@ struct Channel<T> {
     rx: Rx<T>,
     counters: Arc<QueueCounters>,
     shared: Arc<QueueShared<T>>,
-    /// Messages per block, for a batched queue.
+    /// Messages per block of a worker's outbox, for a batched queue.
     block: Option<usize>,
+    /// Messages per block of a source (on a Redis-backed queue, a source's
+    /// puts are batched and a worker's are not: its session batches them).
+    source_block: Option<usize>,
 }
 
 impl<T: Send + 'static> Channel<T> {
     /// A source's block, if the queue is batched: it counts its messages
     /// as they leave.
     fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
-        self.block.map(|block| {
+        self.source_block.map(|block| {
             let queue = Arc::clone(&self.counters);
             SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue))
         })
@@ -290,16 +296,32 @@ port_tuples! {
     (A a, B b, C c, D d, E e, F f, G g, H h)
 }
 
-type MakeChannel = fn(Option<usize>, Option<usize>, Ending) -> Box<dyn Any + Send>;
+/// What a queue's channel is made from, at start.
+struct ChannelSpec<'a> {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    name: &'a str,
+    /// The most messages it holds, if bounded.
+    messages: Option<usize>,
+    block: Option<usize>,
+    ending: Ending,
+    #[cfg(feature = "redis")]
+    cluster: Option<&'a crate::cluster::Cluster>,
+}
+
+type MakeChannel = fn(&ChannelSpec) -> Result<Box<dyn Any + Send>, String>;
 type MakeSource =
     fn(&(dyn Any + Send), &Arc<Control>) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
 type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
+type DeadLetters = fn(&(dyn Any + Send)) -> Option<Arc<AtomicU64>>;
+type Register = fn(&(dyn Any + Send));
 type MakeLeftovers = fn(&(dyn Any + Send)) -> Arc<dyn Leftovers>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
 
 struct QueueNode {
     name: String,
+    /// Its messages live on the cluster's Redis server.
+    redis: bool,
     capacity: Capacity,
     block: Option<usize>,
     /// The size of one message.
@@ -308,6 +330,8 @@ struct QueueNode {
     make_source: MakeSource,
     counters: MakeEnd,
     leftovers: MakeLeftovers,
+    dead_letters: DeadLetters,
+    register: Register,
 }
 
 struct WorkerNode {
@@ -330,22 +354,52 @@ impl WorkerNode {
     }
 }
 
-fn make_channel<T: Send + 'static>(
-    messages: Option<usize>,
-    block: Option<usize>,
-    ending: Ending,
-) -> Box<dyn Any + Send> {
+fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + Send>, String> {
+    let (messages, block) = (spec.messages, spec.block);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
-    let (tx, rx) = transport::channel(slots, ending);
+    let (tx, rx) = transport::channel(slots, spec.ending);
     let counters = QueueCounters::new();
-    Box::new(Channel::<T> {
+    Ok(Box::new(Channel::<T> {
         tx,
         rx,
         shared: QueueShared::new(Arc::clone(&counters)),
         counters,
         block,
-    })
+        source_block: block,
+    }))
+}
+
+/// A Redis-backed queue's channel: its stream, checked for its type.
+#[cfg(feature = "redis")]
+fn make_redis_channel<T>(spec: &ChannelSpec) -> Result<Box<dyn Any + Send>, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    use crate::transport::redis::{Codec, DEFAULT_BLOCK, Stream};
+    let cluster = spec
+        .cluster
+        .expect("a graph with a Redis-backed queue has a cluster");
+    let block = spec.block.unwrap_or(DEFAULT_BLOCK);
+    let capacity = spec.messages.unwrap_or(usize::MAX);
+    let stream = Stream::new(
+        &cluster.shared,
+        spec.name,
+        Codec::<T>::postcard(),
+        capacity,
+        block,
+    );
+    stream.prepare()?;
+    let (tx, rx) = transport::redis_channel(&stream);
+    let counters = QueueCounters::new();
+    Ok(Box::new(Channel::<T> {
+        tx,
+        rx,
+        shared: QueueShared::new(Arc::clone(&counters)),
+        counters,
+        block: None,
+        source_block: Some(block),
+    }))
 }
 
 fn channel_of<T: 'static>(channel: &(dyn Any + Send)) -> &Channel<T> {
@@ -372,6 +426,18 @@ fn make_source<T: Send + 'static>(
 
 fn counters_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<QueueCounters> {
     Arc::clone(&channel_of::<T>(channel).counters)
+}
+
+/// For a queue whose messages live outside this process: the count of
+/// those it sent to the dead letters.
+fn dead_letters_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Option<Arc<AtomicU64>> {
+    channel_of::<T>(channel).tx.dead_letters()
+}
+
+/// Counts this process as a producer of the queue (a Redis-backed queue's
+/// readers wait for its END).
+fn register_producer_of<T: Send + 'static>(channel: &(dyn Any + Send)) {
+    channel_of::<T>(channel).tx.register_producer();
 }
 
 fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn Leftovers> {
@@ -407,6 +473,8 @@ pub struct Graph {
     queues: Vec<QueueNode>,
     workers: Vec<WorkerNode>,
     window: u64,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for Graph {
@@ -415,6 +483,8 @@ impl Default for Graph {
             queues: Vec::new(),
             workers: Vec::new(),
             window: DEFAULT_WINDOW,
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 }
@@ -469,6 +539,53 @@ impl Graph {
         self
     }
 
+    /// Adds a queue on the Redis server of the graph's
+    /// [cluster](Graph::cluster) (feature `redis`): a queue that processes
+    /// on several machines share, so that the graph can run as several
+    /// processes, each running its part. Its messages travel encoded with
+    /// serde (postcard), with their kind and order; its producers put, and
+    /// its readers take, `block` messages at a time (`None`: 256). Its
+    /// capacity counts the entries on the server: [`Capacity::Default`]
+    /// gives [`DEFAULT_CAPACITY`] (at least [`DEFAULT_BLOCKS`] blocks), for
+    /// sinks too.
+    ///
+    /// What is guaranteed across processes is described in
+    /// [`ezq::cluster`](crate::cluster).
+    #[cfg(feature = "redis")]
+    pub fn redis_queue<T>(
+        &mut self,
+        name: &str,
+        capacity: Capacity,
+        block: Option<usize>,
+    ) -> QueueRef<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let block = block
+            .unwrap_or(crate::transport::redis::DEFAULT_BLOCK)
+            .max(1);
+        let capacity = match capacity {
+            Capacity::Default => Capacity::Bounded(DEFAULT_CAPACITY.max(DEFAULT_BLOCKS * block)),
+            other => other,
+        };
+        let queue = self.add_queue::<T>(name, capacity, Some(block));
+        let node = self.queues.last_mut().expect("just added");
+        node.redis = true;
+        node.make = make_redis_channel::<T>;
+        queue
+    }
+
+    /// Sets where the graph's Redis-backed queues live and which of its
+    /// workers run in this process (feature `redis`). A graph with a
+    /// Redis-backed queue and no cluster takes it from the environment
+    /// when it starts ([`Cluster::from_env`](crate::cluster::Cluster::from_env),
+    /// the job named after the program).
+    #[cfg(feature = "redis")]
+    pub fn cluster(&mut self, cluster: crate::cluster::Cluster) -> &mut Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     fn add_queue<T: Send + 'static>(
         &mut self,
         name: &str,
@@ -477,6 +594,7 @@ impl Graph {
     ) -> QueueRef<T> {
         self.queues.push(QueueNode {
             name: name.to_owned(),
+            redis: false,
             capacity,
             block,
             size: size_of::<Item<T>>(),
@@ -484,6 +602,8 @@ impl Graph {
             make_source: make_source::<T>,
             counters: counters_of::<T>,
             leftovers: leftovers_of::<T>,
+            dead_letters: dead_letters_of::<T>,
+            register: register_producer_of::<T>,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -587,7 +707,13 @@ impl Graph {
     ///
     /// Once this returns, the graph holds no queue ends of its own, so a
     /// queue ends as soon as every one of its producers is done.
-    pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
+    ///
+    /// # Panics
+    /// If the graph has Redis-backed queues and its cluster cannot be
+    /// reached, a queue on the server carries another message type, or a
+    /// local queue joins a worker that runs here to one that runs
+    /// elsewhere (see [`Graph::cluster`]).
+    pub fn start<Q>(mut self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
         let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);
         let mut readers = vec![Vec::new(); self.queues.len()];
@@ -602,17 +728,34 @@ impl Graph {
                 produced[q] = true;
             }
         }
+        let here = self.placement();
         let channels: Vec<_> = (self.queues.iter().enumerate())
             .map(|(i, q)| {
-                let messages = q.capacity.messages(readers[i].is_empty(), q.block, q.size);
                 // A queue no worker produces is a source: its caller ends it.
                 let ending = match produced[i] {
                     true => Ending::ProducersGone,
                     false => Ending::Explicit,
                 };
-                (q.make)(messages, q.block, ending)
+                let spec = ChannelSpec {
+                    name: &q.name,
+                    messages: q.capacity.messages(readers[i].is_empty(), q.block, q.size),
+                    block: q.block,
+                    ending,
+                    #[cfg(feature = "redis")]
+                    cluster: self.cluster.as_ref(),
+                };
+                (q.make)(&spec).unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
+        // A Redis-backed queue's readers wait for the END of every process
+        // that produces it here: it registers before any reader can look.
+        for (i, q) in self.queues.iter().enumerate() {
+            let local_producer =
+                (self.workers.iter()).any(|w| here(&w.name) && w.outputs.contains(&i));
+            if q.redis && local_producer {
+                (q.register)(channels[i].as_ref());
+            }
+        }
         let mut source_controls = Vec::new();
         let sources = (self.queues.iter().enumerate())
             .map(|(i, q)| {
@@ -637,11 +780,13 @@ impl Graph {
                 capacity: q.capacity.messages(readers.is_empty(), q.block, q.size),
                 readers,
                 counters: (q.counters)(channels[i].as_ref()),
+                remote: (q.dead_letters)(channels[i].as_ref()),
             })
             .collect();
         let channels = Channels { channels, sources };
         let mut threads = Vec::new();
-        for w in &self.workers {
+        let workers = std::mem::take(&mut self.workers);
+        for w in workers.iter().filter(|w| here(&w.name)) {
             let name: Arc<str> = Arc::from(w.name.as_str());
             for replica in 0..w.replicas {
                 let counters = Arc::new(ReplicaCounters::new(Arc::clone(&name), replica));
@@ -654,7 +799,18 @@ impl Graph {
                 let finished = Arc::clone(&counters);
                 let handle = spawn_thread(format!("{name}#{replica}"), w.stack, move || {
                     let _finished = Finished(finished);
-                    control::enter(thread_control, || trace::replica(&ctx.counters, body))
+                    transport::worker_thread();
+                    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                        control::enter(thread_control, || trace::replica(&ctx.counters, body))
+                    }));
+                    let failure = match &outcome {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => Some(error.clone()),
+                        Err(payload) if payload.is::<Stopped>() => None,
+                        Err(payload) => Some(panic_message(payload.as_ref())),
+                    };
+                    transport::thread_done(failure.as_deref());
+                    outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
                 });
                 threads.push(Running { counters, handle });
             }
@@ -669,6 +825,55 @@ impl Graph {
             control,
             diagrams,
         )
+    }
+
+    /// Which workers run in this process: all of them, unless the graph's
+    /// cluster says otherwise. Connects the cluster from the environment
+    /// if the graph needs one and has none, and checks that every queue
+    /// between a worker here and one elsewhere is Redis-backed.
+    #[cfg(feature = "redis")]
+    fn placement(&mut self) -> impl Fn(&str) -> bool + use<> {
+        if self.cluster.is_none() && self.queues.iter().any(|q| q.redis) {
+            let program = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "ezq".to_owned());
+            let cluster =
+                crate::cluster::Cluster::from_env(&program).unwrap_or_else(|e| panic!("{e}"));
+            self.cluster = Some(cluster);
+        }
+        let cluster = self.cluster.clone();
+        let here = move |name: &str| cluster.as_ref().is_none_or(|c| c.runs_here(name));
+        let mut problems = Vec::new();
+        for (i, q) in self.queues.iter().enumerate().filter(|(_, q)| !q.redis) {
+            let touching: Vec<&WorkerNode> = (self.workers.iter())
+                .filter(|w| w.inputs.contains(&i) || w.outputs.contains(&i))
+                .collect();
+            let is_end = !self.workers.iter().any(|w| w.outputs.contains(&i))
+                || !self.workers.iter().any(|w| w.inputs.contains(&i));
+            let (near, far): (Vec<&WorkerNode>, Vec<&WorkerNode>) =
+                touching.into_iter().partition(|w| here(&w.name));
+            if let Some(far) = far.first() {
+                let near = match (near.first(), is_end) {
+                    (Some(w), _) => format!("`{}`, which runs here,", w.name),
+                    (None, true) => "this process (its caller)".to_owned(),
+                    (None, false) => continue,
+                };
+                problems.push(format!(
+                    "ezq: the local queue `{}` joins {near} and `{}`, which runs elsewhere: mark it `{}[redis]` (or `Graph::redis_queue`)",
+                    q.name, far.name, q.name
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            panic!("{}", problems.join("\n"));
+        }
+        here
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn placement(&mut self) -> impl Fn(&str) -> bool + use<> {
+        |_| true
     }
 }
 

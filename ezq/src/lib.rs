@@ -187,6 +187,9 @@ mod trace;
 mod pipeline;
 // The graph builder and its plumbing.
 pub mod graph;
+// Pipelines across processes: queues on Redis Streams.
+#[cfg(feature = "redis")]
+pub mod cluster;
 
 #[cfg(feature = "progress")]
 mod progress;

@@ -61,11 +61,19 @@ pub struct Pipeline<Q> {
 fn settle(monitor: &Monitor, ended: &[Ended], cancelled: bool) -> Vec<Dropped> {
     let mut drops = Vec::new();
     for q in monitor.queues() {
-        let count = q.counters.settle(q.is_sink());
+        let (count, dead) = match &q.remote {
+            Some(dead) => {
+                let dead = dead.load(std::sync::atomic::Ordering::Relaxed);
+                (q.counters.settle_remote(dead), dead)
+            }
+            None => (q.counters.settle(q.is_sink()), 0),
+        };
         if count == 0 {
             continue;
         }
-        let reason = if cancelled {
+        let reason = if dead == count {
+            DropReason::DeadLettered
+        } else if cancelled {
             DropReason::Cancelled
         } else {
             why_dropped(&q.counters.left_early(), ended)

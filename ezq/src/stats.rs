@@ -137,6 +137,9 @@ pub(crate) struct QueueInfo {
     /// The workers reading the queue; none for a sink.
     pub(crate) readers: Vec<String>,
     pub(crate) counters: Arc<QueueCounters>,
+    /// For a queue whose messages live outside this process (on Redis):
+    /// how many this process sent to the dead letters.
+    pub(crate) remote: Option<Arc<AtomicU64>>,
 }
 
 impl QueueInfo {
@@ -305,6 +308,16 @@ impl QueueCounters {
     /// The readers that went away before the END.
     pub(crate) fn left_early(&self) -> Vec<(Arc<str>, usize)> {
         lock(&self.left_early).clone()
+    }
+
+    /// Settles the account of a queue whose messages live outside this
+    /// process: what was put is the server's, what was taken and not
+    /// processed went back to it; dropped are the messages this process
+    /// could not deliver and those it sent to the dead letters.
+    pub(crate) fn settle_remote(&self, dead_lettered: u64) -> u64 {
+        let dropped = self.lost.load(Ordering::Relaxed) + dead_lettered;
+        self.dropped.store(dropped, Ordering::Relaxed);
+        dropped
     }
 
     /// Settles the account of a queue whose producers and readers have all

@@ -33,7 +33,7 @@ fn unparen(expr: &Expr) -> &Expr {
     }
 }
 
-pub fn expand(graph: &Graph) -> TokenStream {
+pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
     let (g, ends_var) = (local("__ezq_graph"), local("__ezq_ends"));
     let queues = graph.queues.iter().map(|q| {
         let var = queue_var(q.name);
@@ -47,6 +47,16 @@ pub fn expand(graph: &Graph) -> TokenStream {
             Some(CapacityValue::Unbounded) => quote!(::ezq::__private::Capacity::Unbounded),
         };
         match q.capacity {
+            Some(spec) if spec.redis.is_some() => {
+                let block = match spec.batch.as_ref().map(unparen) {
+                    Some(batch) => quote!(::core::option::Option::Some(#batch)),
+                    None => quote!(::core::option::Option::None),
+                };
+                // Spanned on the queue, where a type that serde cannot carry
+                // is reported.
+                let add = quote_spanned!(q.name.span()=> ::ezq::__private::redis_queue);
+                quote!(let #var = #add(&mut #g, #name, #capacity, #block);)
+            }
             Some(spec) if spec.batch.is_some() => {
                 let batch = spec.batch.as_ref().map(unparen);
                 quote!(let #var = #g.batched_queue(#name, #capacity, #batch);)
@@ -102,8 +112,13 @@ pub fn expand(graph: &Graph) -> TokenStream {
             quote!(#ends_var.sink(#var))
         }
     });
+    let cluster = cluster.map(|expr| {
+        let expr = unparen(expr);
+        quote!(::ezq::__private::cluster(&mut #g, #expr);)
+    });
     quote! {{
         let mut #g = ::ezq::__private::Graph::new();
+        #cluster
         #(#queues)*
         #(#workers)*
         struct __EzqQueues<#(#params),*> { #(#fields: #params),* }

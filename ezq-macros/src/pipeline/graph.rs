@@ -93,7 +93,10 @@ pub fn build<'a>(pipeline: &'a Pipeline, errors: &mut Errors) -> Graph<'a> {
         }
     }
     for queue in &graph.queues {
-        let bounded = queue.capacity.filter(|c| c.value.is_some());
+        // A Redis-backed sink is bounded on the server like any of its queues.
+        let bounded = queue
+            .capacity
+            .filter(|c| c.value.is_some() && c.redis.is_none());
         if let (true, Some(capacity)) = (queue.is_sink(), bounded) {
             errors.at(
                 capacity.span,

@@ -21,7 +21,7 @@ pub fn pipeline(input: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     let graph = graph::build(&pipeline, &mut errors);
-    let expansion = expand::expand(&graph);
+    let expansion = expand::expand(&graph, pipeline.cluster.as_ref());
     if errors.is_empty() {
         expansion
     } else {

@@ -7,8 +7,11 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident, Token, bracketed, parenthesized, token};
 
-/// The whole macro input: one or more chains.
+/// The whole macro input: optionally `cluster = EXPR;`, then one or more
+/// chains.
 pub struct Pipeline {
+    /// Where the Redis-backed queues live and what runs here.
+    pub cluster: Option<Expr>,
     pub chains: Vec<Chain>,
 }
 
@@ -31,12 +34,14 @@ pub struct QueueMention {
     pub capacity: Option<CapacitySpec>,
 }
 
-/// `name[EXPR]`, `name[unbounded]`, `name[batch EXPR]`, or a capacity and
-/// a batch separated by a comma.
+/// `name[EXPR]`, `name[unbounded]`, `name[batch EXPR]`, `name[redis]`, or
+/// several of them separated by commas.
 pub struct CapacitySpec {
     pub span: Span,
     pub value: Option<CapacityValue>,
     pub batch: Option<Expr>,
+    /// The `redis` keyword, if given.
+    pub redis: Option<Ident>,
 }
 
 pub enum CapacityValue {
@@ -67,11 +72,24 @@ pub struct Replicas {
 
 impl Parse for Pipeline {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut cluster = None;
+        if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+            let keyword: Ident = input.parse()?;
+            if keyword != "cluster" {
+                return Err(syn::Error::new(
+                    keyword.span(),
+                    "expected `cluster = EXPR;` or a chain of queues and workers",
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            cluster = Some(input.parse()?);
+            input.parse::<Token![;]>()?;
+        }
         let mut chains = Vec::new();
         while !input.is_empty() {
             chains.push(input.parse()?);
         }
-        Ok(Pipeline { chains })
+        Ok(Pipeline { cluster, chains })
     }
 }
 
@@ -152,6 +170,7 @@ impl Parse for QueueMention {
                 span,
                 value: None,
                 batch: None,
+                redis: None,
             };
             if content.is_empty() {
                 return Err(syn::Error::new(span, EXPECTED_OPTION));
@@ -170,8 +189,7 @@ impl Parse for QueueMention {
     }
 }
 
-const EXPECTED_OPTION: &str =
-    "expected a queue option: a capacity (`q[1024]`), `unbounded`, or `batch N` (`q[batch 256]`)";
+const EXPECTED_OPTION: &str = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), or `redis`";
 
 /// One option inside `name[...]`.
 fn parse_queue_option(content: ParseStream, spec: &mut CapacitySpec) -> syn::Result<()> {
@@ -187,6 +205,11 @@ fn parse_queue_option(content: ParseStream, spec: &mut CapacitySpec) -> syn::Res
                 k.span(),
                 "a capacity",
             )
+        }
+        Some(k) if k == "redis" && at_end => {
+            let k: Ident = content.parse()?;
+            let span = k.span();
+            set_once(&mut spec.redis, k, span, "`redis`")
         }
         Some(k) if k == "batch" && !at_end => {
             let k: Ident = content.parse()?;

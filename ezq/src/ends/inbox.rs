@@ -105,7 +105,7 @@ impl<T> Inbox<T> {
                 None => {
                     // About to wait: nothing this thread put may wait too.
                     batch::flush_unsent();
-                    timed(&self.ctx.counters, || self.rx.recv())
+                    timed(&self.ctx.counters, || self.wait())
                 }
             };
             if let Some(msg) = self.accept(item) {
@@ -130,6 +130,23 @@ impl<T> Inbox<T> {
             };
             if let Some(msg) = self.accept(item) {
                 return Ok(msg);
+            }
+        }
+    }
+
+    /// Waits for the next item. A remote queue (on Redis) is not ended by
+    /// this process's cancel, so the wait looks for one now and then.
+    fn wait(&self) -> Item<T> {
+        if !self.rx.is_remote() {
+            return self.rx.recv();
+        }
+        loop {
+            if self.ctx.control.is_cancelled() {
+                return Item::End;
+            }
+            let deadline = Instant::now() + Duration::from_millis(100);
+            if let Some(item) = self.rx.recv_deadline(deadline) {
+                return item;
             }
         }
     }

@@ -59,7 +59,9 @@ impl<T> QueueShared<T> {
     /// left aside, and the pipeline drops it as it finishes
     /// ([`Leftovers`]).
     fn reader_closed(&self, rx: &Rx<T>) {
-        if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 {
+        rx.close();
+        // A remote queue's messages wait on the server for other readers.
+        if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 || rx.is_remote() {
             return;
         }
         if std::thread::panicking() {

@@ -99,6 +99,12 @@ impl<T> Sink<T> {
     }
 }
 
+impl<T> Drop for Sink<T> {
+    fn drop(&mut self) {
+        self.rx.close();
+    }
+}
+
 impl<'a, T> IntoIterator for &'a Sink<T> {
     type Item = Msg<T>;
     type IntoIter = SinkIter<'a, T>;

@@ -184,6 +184,9 @@ impl<T: Send + 'static> SourceEnd<T> {
     /// goes now, behind every message a put was admitted for.
     pub(crate) fn end(&self) {
         self.ended.store(true, Ordering::Release);
+        // Ended by its user: this process is one of the queue's producers
+        // even if it put nothing.
+        self.tx.register_producer();
         if !self.close() {
             self.send_end(None);
         }

@@ -1,7 +1,8 @@
 //! The transport layer: how an item crosses from a queue's producers to its
 //! readers. The rest of the runtime sees only [`Tx`], [`Rx`], [`Item`],
 //! [`select`] and the END protocol of [`end`]; each way of moving items is a
-//! flavor in a file of its own (today [`local`]: an in-process channel).
+//! flavor of its own: [`local`], an in-process channel, and (feature
+//! `redis`) [`redis`], a Redis stream shared by processes.
 //!
 //! To add a flavor: write `transport/<name>.rs` with the same operations as
 //! `local.rs`, add a variant to [`Tx`] and [`Rx`] and an arm to each match
@@ -10,8 +11,10 @@
 
 mod end;
 mod local;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) use end::Gate;
 
@@ -76,12 +79,16 @@ pub(crate) enum SendError<T> {
 /// The producing end of a queue; clones share the queue.
 pub(crate) enum Tx<T> {
     Local(local::Tx<T>),
+    #[cfg(feature = "redis")]
+    Redis(redis::Tx<T>),
 }
 
 /// The reading end of a queue; clones share the queue (each item goes to
 /// one reader).
 pub(crate) enum Rx<T> {
     Local(local::Rx<T>),
+    #[cfg(feature = "redis")]
+    Redis(redis::Rx<T>),
 }
 
 /// A queue holding at most `capacity` items (`None`: no limit; at least 1).
@@ -90,10 +97,43 @@ pub(crate) fn channel<T>(capacity: Option<usize>, ending: Ending) -> (Tx<T>, Rx<
     (Tx::Local(tx), Rx::Local(rx))
 }
 
+/// Both ends of a Redis-backed queue.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_channel<T>(stream: &std::sync::Arc<redis::Stream<T>>) -> (Tx<T>, Rx<T>) {
+    let (tx, rx) = redis::channel(stream);
+    (Tx::Redis(tx), Rx::Redis(rx))
+}
+
+/// This thread runs a pipeline's worker: on a Redis-backed queue, what it
+/// puts is written with the acknowledgement of what it took.
+#[inline]
+pub(crate) fn worker_thread() {
+    #[cfg(feature = "redis")]
+    redis::worker_thread();
+}
+
+/// This thread is about to wait: what it holds for other processes goes.
+#[inline]
+pub(crate) fn flush_thread() {
+    #[cfg(feature = "redis")]
+    redis::flush_thread();
+}
+
+/// A worker thread finishes, with its failure if it failed: on Redis-backed
+/// queues, the message it was handling is done or goes back (see
+/// [`redis`]), and its part of the queues it produced ends.
+#[inline]
+pub(crate) fn thread_done(_failure: Option<&str>) {
+    #[cfg(feature = "redis")]
+    redis::thread_done(_failure);
+}
+
 impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
         match self {
             Tx::Local(tx) => Tx::Local(tx.clone()),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => Tx::Redis(tx.clone()),
         }
     }
 }
@@ -102,6 +142,8 @@ impl<T> Clone for Rx<T> {
     fn clone(&self) -> Self {
         match self {
             Rx::Local(rx) => Rx::Local(rx.clone()),
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => Rx::Redis(rx.clone()),
         }
     }
 }
@@ -112,6 +154,8 @@ impl<T> Tx<T> {
     pub(crate) fn try_send(&self, item: Item<T>) -> Result<(), SendError<T>> {
         match self {
             Tx::Local(tx) => tx.try_send(item),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.try_send(item),
         }
     }
 
@@ -121,6 +165,8 @@ impl<T> Tx<T> {
     pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
         match self {
             Tx::Local(tx) => tx.send(item),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.send(item),
         }
     }
 
@@ -133,6 +179,8 @@ impl<T> Tx<T> {
     ) -> Result<(), SendError<T>> {
         match self {
             Tx::Local(tx) => tx.send_deadline(item, deadline),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.send(item).map_err(SendError::Gone),
         }
     }
 
@@ -141,6 +189,8 @@ impl<T> Tx<T> {
     pub(crate) fn len(&self) -> usize {
         match self {
             Tx::Local(tx) => tx.len(),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.len(),
         }
     }
 
@@ -148,6 +198,29 @@ impl<T> Tx<T> {
     pub(crate) fn capacity(&self) -> Option<usize> {
         match self {
             Tx::Local(tx) => tx.capacity(),
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.capacity(),
+        }
+    }
+
+    /// Counts this process as a producer of the queue from now on (a
+    /// Redis-backed queue's readers then wait for its END); nothing for a
+    /// local queue.
+    pub(crate) fn register_producer(&self) {
+        match self {
+            Tx::Local(_) => {}
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.register(),
+        }
+    }
+
+    /// For a queue whose messages live outside this process: the count of
+    /// messages this process sent to the dead letters from it.
+    pub(crate) fn dead_letters(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        match self {
+            Tx::Local(_) => None,
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => Some(tx.dead_lettered()),
         }
     }
 }
@@ -159,6 +232,8 @@ impl<T> Rx<T> {
     pub(crate) fn try_recv(&self) -> Option<Item<T>> {
         match self {
             Rx::Local(rx) => rx.try_recv(),
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.try_recv(),
         }
     }
 
@@ -167,6 +242,8 @@ impl<T> Rx<T> {
     pub(crate) fn recv(&self) -> Item<T> {
         match self {
             Rx::Local(rx) => rx.recv(),
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.recv(),
         }
     }
 
@@ -175,6 +252,8 @@ impl<T> Rx<T> {
     pub(crate) fn recv_deadline(&self, deadline: Instant) -> Option<Item<T>> {
         match self {
             Rx::Local(rx) => rx.recv_deadline(deadline),
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.recv_deadline(deadline),
         }
     }
 
@@ -182,6 +261,27 @@ impl<T> Rx<T> {
     pub(crate) fn len(&self) -> usize {
         match self {
             Rx::Local(rx) => rx.len(),
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.len(),
+        }
+    }
+
+    /// Whether the queue's messages live outside this process: a reader
+    /// that leaves does not drain them (they wait for other readers).
+    pub(crate) fn is_remote(&self) -> bool {
+        match self {
+            Rx::Local(_) => false,
+            #[cfg(feature = "redis")]
+            Rx::Redis(_) => true,
+        }
+    }
+
+    /// This thread's reader of the queue is gone.
+    pub(crate) fn close(&self) {
+        match self {
+            Rx::Local(_) => {}
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.close(),
         }
     }
 }
@@ -196,6 +296,23 @@ pub(crate) enum Selected<A, B> {
 pub(crate) fn select<A, B>(left: &Rx<A>, right: &Rx<B>) -> Selected<A, B> {
     match (left, right) {
         (Rx::Local(l), Rx::Local(r)) => local::select(l, r),
+        #[allow(unreachable_patterns)]
+        _ => poll_select(left, right),
+    }
+}
+
+/// [`select`] over queues of different flavors: looks at each in turn,
+/// waiting on each a little.
+#[allow(dead_code)]
+fn poll_select<A, B>(left: &Rx<A>, right: &Rx<B>) -> Selected<A, B> {
+    let slice = Duration::from_millis(5);
+    loop {
+        if let Some(item) = left.recv_deadline(Instant::now() + slice) {
+            return Selected::Left(item);
+        }
+        if let Some(item) = right.recv_deadline(Instant::now() + slice) {
+            return Selected::Right(item);
+        }
     }
 }
 

@@ -1,0 +1,87 @@
+//! Pipelines across processes and machines (feature `redis`): queues on
+//! Redis Streams.
+//!
+//! The same workers and the same `pipeline!` run as several processes, on
+//! one machine or several: mark the queues between them `[redis]`, tell
+//! each process which workers it runs, and start as many processes as
+//! the job needs, in any order.
+//!
+//! ```no_run
+//! use ezq::cluster::Cluster;
+//! use ezq::{pipeline, worker, Inbox, Outbox};
+//!
+//! #[worker]
+//! fn square(inbox: Inbox<u64>, out: Outbox<u64>) {
+//!     for msg in inbox {
+//!         out.put_msg(msg.map(|x| x * x));
+//!     }
+//! }
+//!
+//! // EZQ_REDIS_URL names the server, EZQ_JOB the job, EZQ_WORKERS what runs here.
+//! let cluster = Cluster::from_env("squares").expect("a Redis server");
+//! let p = pipeline! {
+//!     cluster = cluster;
+//!     numbers[redis] -> square * 4 -> squares[redis];
+//! };
+//! p.numbers.feed(0..1000u64); // only in the process that feeds
+//! p.join().expect("nothing lost");
+//! ```
+//!
+//! # What is guaranteed
+//!
+//! - **Nothing is lost when a process dies.** A worker acknowledges the
+//!   messages it took only when it asks for more, in one atomic step with
+//!   what it put while handling them. Messages a dead process held are
+//!   taken over by a live consumer of the same queue once they have been
+//!   idle for [`Cluster::claim_after`]; a producer that dies before its END
+//!   stops holding its queues open when its [lease](Cluster::lease) runs
+//!   out.
+//! - **Effectively once between Redis-backed queues** for a worker that
+//!   puts while it handles a message (a map, a filter, collatz): if it dies
+//!   before its commit, neither its acknowledgements nor its results were
+//!   written, and the message is handled again; if it was only slow and
+//!   another consumer took its messages over, its commit skips them and
+//!   their results. A worker whose output queue is local, or a sink read
+//!   by the caller, gets **at least once**: a process that dies after it
+//!   handed a message on and before its commit hands it on again.
+//! - **A stateful worker** (one that sums, or emits at END) keeps its
+//!   state in its process: its inputs are acknowledged as it reads on, so
+//!   if it dies, what it had gathered dies with it. Run such a worker where
+//!   a failure of its process fails the job, or make its output
+//!   recomputable.
+//! - **A message that keeps failing** (a worker panics or returns `Err`
+//!   while handling it) goes back to its queue with its failures counted;
+//!   after [`Cluster::max_failures`] it goes to the job's dead-letter
+//!   stream ([`Cluster::dead_letters`]) with the last error, and `join` of
+//!   the process that set it aside counts it as dropped
+//!   ([`DropReason::DeadLettered`](crate::DropReason::DeadLettered)).
+//! - **Bounded.** A Redis-backed queue holds its capacity of entries on
+//!   the server; producers wait while it is full. Acknowledged entries
+//!   are trimmed. [`Cluster::remove_job`] removes a finished job's keys.
+//! - **The server may restart** (with its append-only file on): every
+//!   operation reconnects and retries for up to
+//!   [`Cluster::give_up_after`] (30 s), then the worker fails with an
+//!   error that names the server; no operation waits for ever.
+//! - **Types are checked.** A queue's message type (its Rust name) is
+//!   stored beside it; a process whose type differs refuses to start.
+//!
+//! # When a queue ends
+//!
+//! Each process that produces a Redis-backed queue registers as one of
+//! its producers: a process running one of its producing workers, when the
+//! pipeline starts; a process feeding it as a source, at its first put
+//! (or its `end`). The queue ends for its readers once at least one
+//! producer registered and every producer has ended or let its lease run
+//! out, and no message is left unacknowledged. So start every feeding
+//! process before the first one ends: one that registers after the queue
+//! ended feeds nobody. A process that neither puts into a source nor ends
+//! it is not one of its producers.
+//!
+//! # Keys
+//!
+//! A job's keys all begin with `ezq:{JOB}:` (one hash slot): the stream
+//! `ezq:{JOB}:q:NAME` per queue, beside it `:producers`, `:ended` and
+//! `:type`, plus `ezq:{JOB}:dead` (dead letters) and `ezq:{JOB}:seq`
+//! (commit numbers, so a retried commit is never applied twice).
+
+pub use crate::transport::redis::cluster::{Cluster, ClusterError, DeadLetter};
