@@ -112,8 +112,38 @@ impl RedisServer {
         redis::Client::open(self.url()).expect("a valid redis URL")
     }
 
+    /// Waits until every write that the server has acknowledged is in its
+    /// append-only file: written to the kernel, which survives a SIGKILL of
+    /// the server (not a power cut). Under `appendfsync everysec` the server
+    /// holds its writes back, for up to 2 s, while a background fsync runs,
+    /// and acknowledges commands meanwhile: a kill then loses them. A test
+    /// whose crash must lose nothing acknowledged calls this before
+    /// [`RedisServer::kill`].
+    pub fn wait_aof_written(&self) {
+        let mut con = (self.client())
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .expect("a connection");
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            // What is not written yet, counted when INFO runs: every
+            // command that ran before it has put its writes there.
+            let info: String = (redis::cmd("INFO").arg("persistence"))
+                .query(&mut con)
+                .expect("INFO persistence");
+            if info.lines().any(|line| line == "aof_buffer_length:0") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the AOF writes are held back for over {READY_WITHIN:?}:\n{info}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and waits for it to
-    /// be gone. Does nothing if it is not running.
+    /// be gone. Does nothing if it is not running. Writes acknowledged in the
+    /// last 2 s may be lost: see [`RedisServer::wait_aof_written`].
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // An error means that it has already exited: reaped just below.
