@@ -8,6 +8,9 @@ use std::time::Duration;
 use ezq::graph::QueueRef;
 use ezq::{Graph, Inbox, Outbox};
 
+#[allow(dead_code)] // Only the Redis tests use it.
+pub mod redis;
+
 /// Runs `f` on a thread and fails the test if it does not finish within
 /// `secs` seconds: a hang is a bug, and it must show up as a failure, not
 /// as a stuck run. A panic in `f` is re-raised as it is.
