@@ -140,11 +140,11 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # Grammar
 ///
 /// ```text
-/// pipeline := chain+
+/// pipeline := [ "cluster" "=" EXPR ";" ] chain+
 /// chain    := slot ( "->" worker "->" slot )* [ "->" worker ] ";"
 /// slot     := queue | "(" queue ( "," queue )* ")" | "()"
 /// queue    := NAME [ "[" option ( "," option )* "]" ]
-/// option   := EXPR | "unbounded" | "batch" EXPR
+/// option   := EXPR | "unbounded" | "batch" EXPR | "redis"
 /// worker   := PATH [ "(" EXPR ( "," EXPR )* ")" ] [ "[" "stack" EXPR "]" ] [ "*" EXPR ]
 /// ```
 ///
@@ -167,6 +167,16 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `queue[batch N]` moves the queue's messages N at a time (see
 ///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
 ///   it combines with a capacity: `queue[4096, batch 256]`.
+/// - `queue[redis]` (feature `redis`) keeps the queue on a Redis server, so
+///   that processes on several machines share it: the same pipeline then
+///   runs as several processes, each running the workers its cluster names
+///   (see [`ezq::cluster`](../ezq/cluster/index.html)). Its message type must be
+///   serde-serializable. It combines with a capacity and a block size:
+///   `queue[redis, 4096, batch 512]` (256 messages at a time unless given).
+/// - `cluster = EXPR;`, first in the pipeline, names the
+///   `ezq::cluster::Cluster` of its Redis-backed queues; without it, they
+///   connect as the environment says (`EZQ_REDIS_URL`, `EZQ_JOB`,
+///   `EZQ_WORKERS`).
 /// - `queue[N]` bounds the queue at N messages; `queue[unbounded]` lifts
 ///   the bound. Without one, sources and queues between workers hold
 ///   [`DEFAULT_CAPACITY`](../ezq/graph/constant.DEFAULT_CAPACITY.html)

@@ -163,6 +163,9 @@ mod sync;
 mod msg;
 // How items cross a queue; the END protocol.
 mod transport;
+// Pipelines across processes: queues on Redis Streams.
+#[cfg(feature = "redis")]
+pub mod cluster;
 // Error, Failure, Dropped.
 mod error;
 // What is counted, and the account of each queue.
@@ -187,9 +190,6 @@ mod trace;
 mod pipeline;
 // The graph builder and its plumbing.
 pub mod graph;
-// Pipelines across processes: queues on Redis Streams.
-#[cfg(feature = "redis")]
-pub mod cluster;
 
 #[cfg(feature = "progress")]
 mod progress;

@@ -52,10 +52,10 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
                     Some(batch) => quote!(::core::option::Option::Some(#batch)),
                     None => quote!(::core::option::Option::None),
                 };
-                // Spanned on the queue, where a type that serde cannot carry
-                // is reported.
-                let add = quote_spanned!(q.name.span()=> ::ezq::__private::redis_queue);
-                quote!(let #var = #add(&mut #g, #name, #capacity, #block);)
+                // Spanned on `redis`, where a type that serde cannot carry is
+                // reported.
+                let span = spec.redis.as_ref().map_or(q.name.span(), Ident::span);
+                quote_spanned!(span=> let #var = ::ezq::__private::redis_queue(&mut #g, #name, #capacity, #block);)
             }
             Some(spec) if spec.batch.is_some() => {
                 let batch = spec.batch.as_ref().map(unparen);

@@ -56,6 +56,22 @@ fn fan_in_fan_out_expansion() {
 }
 
 #[test]
+fn redis_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        cluster = ezq::cluster::Cluster::from_env("collatz").unwrap();
+        read_q[redis] -> collatz * 4 -> write_q[redis, 4096, batch 512] -> printer;
+    }));
+}
+
+#[test]
+fn a_cluster_needs_its_keyword() {
+    assert_eq!(
+        syntax_error(quote! { clutser = c; a -> w -> b; }),
+        "expected `cluster = EXPR;` or a chain of queues and workers"
+    );
+}
+
+#[test]
 fn stack_size_expansion() {
     insta::assert_snapshot!(expand(quote! {
         bigs -> deep(3)[stack 64 << 20] * 2 -> out;
@@ -160,7 +176,7 @@ fn syntax_errors_say_what_was_expected() {
         syntax_error(quote! { a; }),
         "a chain needs a worker: `queue -> worker -> queue;`"
     );
-    let option = "expected a queue option: a capacity (`q[1024]`), `unbounded`, or `batch N` (`q[batch 256]`)";
+    let option = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), or `redis`";
     assert_eq!(syntax_error(quote! { a[] -> w; }), option);
     assert_eq!(syntax_error(quote! { a[, 4] -> w; }), option);
     assert_eq!(

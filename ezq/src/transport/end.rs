@@ -36,6 +36,15 @@ const NOT_SENT: u8 = 0;
 const SENDING: u8 = 1;
 const SENT: u8 = 2;
 
+/// Marks the END unsent again if dropped (by a panic).
+struct Unsent<'a>(&'a AtomicU8);
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        self.0.store(NOT_SENT, SeqCst);
+    }
+}
+
 /// A put inside the gate; it leaves when dropped.
 pub(crate) struct Pass<'a> {
     gate: &'a Gate,
@@ -162,6 +171,10 @@ impl Gate {
             self.end.store(NOT_SENT, SeqCst);
             return false;
         }
+        // A send that panics (a remote queue whose server is gone) leaves
+        // the END unsent, for a later call to try again, not stuck as
+        // being sent.
+        let unsent_on_panic = Unsent(&self.end);
         before();
         let sent = match deadline {
             None => {
@@ -170,6 +183,7 @@ impl Gate {
             }
             Some(d) => !matches!(tx.send_deadline(Item::End, d), Err(SendError::Full(_))),
         };
+        std::mem::forget(unsent_on_panic);
         self.end.store(if sent { SENT } else { NOT_SENT }, SeqCst);
         sent
     }

@@ -109,6 +109,9 @@ pub(crate) struct Shared {
     /// The producer leases this process keeps alive (producer-set keys).
     leases: Mutex<Vec<String>>,
     heartbeat_started: AtomicBool,
+    /// Set when an operation gave up on the server: later ones fail at
+    /// once instead of each waiting out [`give_up`](Shared::give_up).
+    lost: AtomicBool,
     /// Set when a lease could not be renewed in time: this process may no
     /// longer count as a producer, and must not write as one.
     pub(crate) lease_lost: AtomicBool,
@@ -221,6 +224,7 @@ impl Cluster {
                 give_up: Duration::from_secs(30),
                 leases: Mutex::new(Vec::new()),
                 heartbeat_started: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
                 lease_lost: AtomicBool::new(false),
                 consumers: AtomicU64::new(0),
             }),
@@ -240,6 +244,7 @@ impl Cluster {
             give_up: shared.give_up,
             leases: Mutex::new(Vec::new()),
             heartbeat_started: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             lease_lost: AtomicBool::new(false),
             consumers: AtomicU64::new(0),
         });
@@ -401,8 +406,19 @@ impl Shared {
         &self,
         conn: &mut Option<Connection>,
         what: &str,
-        mut op: impl FnMut(&mut Connection) -> Result<R, RedisError>,
+        op: impl FnMut(&mut Connection) -> Result<R, RedisError>,
     ) -> R {
+        self.attempt(conn, what, op)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`retry`](Shared::retry), with the error returned.
+    pub(crate) fn attempt<R>(
+        &self,
+        conn: &mut Option<Connection>,
+        what: &str,
+        mut op: impl FnMut(&mut Connection) -> Result<R, RedisError>,
+    ) -> Result<R, ClusterError> {
         let mut first_failure: Option<Instant> = None;
         let mut pause = Duration::from_millis(20);
         loop {
@@ -415,19 +431,23 @@ impl Shared {
                 }),
             };
             let error = match outcome {
-                Ok(value) => return value,
+                Ok(value) => return Ok(value),
                 Err(e) => e,
             };
             if !retriable(&error) {
-                panic!("ezq: Redis at {} refused to {what}: {error}", self.url);
+                return Err(ClusterError::new(format!(
+                    "ezq: Redis at {} refused to {what}: {error}",
+                    self.url
+                )));
             }
             *conn = None;
             let since = *first_failure.get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.give_up {
-                panic!(
+            if since.elapsed() >= self.give_up || self.lost.load(Ordering::Acquire) {
+                self.lost.store(true, Ordering::Release);
+                return Err(ClusterError::new(format!(
                     "ezq: lost the Redis server at {} (could not {what} for {:.0?}): {error}",
                     self.url, self.give_up
-                );
+                )));
             }
             thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(500));
@@ -455,10 +475,12 @@ impl Shared {
         }
     }
 
-    /// Ends this process's part of a queue: readers stop counting it.
+    /// Ends this process's part of a queue: readers stop counting it. If
+    /// the server cannot be reached, the lease is no longer renewed, so
+    /// the readers stop counting this process when it runs out.
     pub(crate) fn end(&self, conn: &mut Option<Connection>, producers: &str, ended: &str) {
         lock(&self.leases).retain(|k| k != producers);
-        self.retry(conn, "end a queue", |c| {
+        let _ = self.attempt(conn, "end a queue", |c| {
             redis::cmd("SADD")
                 .arg(ended)
                 .arg(&self.instance)
