@@ -19,6 +19,11 @@
 //!   BLOCK 100`, sums, and acknowledges each batch with one `XACK`.
 //!   Consumers stop when the acknowledged count reaches `n`.
 //!
+//! - `ezq`: the same messages through a pipeline with a Redis-backed
+//!   source queue batched the same way, `consumers` replicas of a summing
+//!   worker, and a local sink for their sums. Each replica acknowledges a
+//!   block in one commit script, which also trims the stream.
+//!
 //! Arguments (those starting with `--`, such as the `--bench` that cargo
 //! passes, are ignored): `n=` (default 200000), `batch=` (256),
 //! `consumers=` (2), `reps=` (3). Without `redis-server` on `PATH` nothing
@@ -59,10 +64,48 @@ struct Cell {
 
 /// Every cell, in the table's order; the first is the baseline that the
 /// ratio column divides by.
-const CELLS: &[Cell] = &[Cell {
-    name: "hand-written XADD / XREADGROUP / XACK",
-    run: cell_hand_written,
-}];
+const CELLS: &[Cell] = &[
+    Cell {
+        name: "hand-written XADD / XREADGROUP / XACK",
+        run: cell_hand_written,
+    },
+    Cell {
+        name: "ezq `numbers[redis, batch B] -> summer * C -> sums`",
+        run: cell_ezq,
+    },
+];
+
+#[ezq::worker]
+fn summer(inbox: ezq::Inbox<u64>, sums: ezq::Outbox<u64>) {
+    let mut total = 0u64;
+    for msg in inbox {
+        total = total.wrapping_add(msg.data);
+    }
+    sums.put(total);
+}
+
+/// The same work through ezq: a source fed from one thread into a
+/// Redis-backed queue batched like the baseline, `consumers` replicas of a
+/// summing worker reading it (each acknowledges a block with its commit),
+/// and their sums on a local sink. Timed from the first put to the last sum.
+fn cell_ezq(url: &str, n: u64, batch: usize, consumers: usize) -> Duration {
+    let cluster = ezq::cluster::Cluster::connect(url, "bench").expect("the bench's server");
+    let p = ezq::pipeline! {
+        cluster = cluster;
+        numbers[redis, batch batch] -> summer * consumers -> sums;
+    };
+    let started = Instant::now();
+    p.numbers.feed(0..n);
+    let total = p.sums.iter().fold(0u64, |a, m| a.wrapping_add(m.data));
+    let elapsed = started.elapsed();
+    p.join().expect("nothing lost");
+    assert_eq!(
+        total,
+        (0..n).fold(0u64, u64::wrapping_add),
+        "the ezq cell's sum"
+    );
+    elapsed
+}
 
 /// The stream and group of a cell's run (the server is emptied between
 /// runs).

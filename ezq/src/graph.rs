@@ -56,6 +56,11 @@ const MESSAGES_ON_STACK: usize = 64;
 /// with room for a few blocks.
 pub const DEFAULT_BLOCKS: usize = 4;
 
+/// The fewest blocks a Redis-backed queue holds when its capacity is the
+/// default: a round trip to the server costs more than a channel hand-off,
+/// so readers need more in reach to keep busy.
+const REDIS_BLOCKS: usize = 16;
+
 /// How many messages a queue may hold before its producers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capacity {
@@ -546,7 +551,7 @@ impl Graph {
     /// serde (postcard), with their kind and order; its producers put, and
     /// its readers take, `block` messages at a time (`None`: 256). Its
     /// capacity counts the entries on the server: [`Capacity::Default`]
-    /// gives [`DEFAULT_CAPACITY`] (at least [`DEFAULT_BLOCKS`] blocks), for
+    /// gives room for 16 blocks (4,096 messages in blocks of 256), for
     /// sinks too.
     ///
     /// What is guaranteed across processes is described in
@@ -565,7 +570,7 @@ impl Graph {
             .unwrap_or(crate::transport::redis::DEFAULT_BLOCK)
             .max(1);
         let capacity = match capacity {
-            Capacity::Default => Capacity::Bounded(DEFAULT_CAPACITY.max(DEFAULT_BLOCKS * block)),
+            Capacity::Default => Capacity::Bounded(DEFAULT_CAPACITY.max(REDIS_BLOCKS * block)),
             other => other,
         };
         let queue = self.add_queue::<T>(name, capacity, Some(block));

@@ -122,18 +122,35 @@ pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
         local function skip(n)
             i = i + 4 * n
         end
+        -- What this consumer holds of a stream, looked up once per stream.
+        local holding = {}
         local function held(key, id)
-            return #redis.call('XPENDING', key, group, id, id, 1, consumer) == 1
+            local mine = holding[key]
+            if not mine then
+                mine = {}
+                for _, p in ipairs(redis.call('XPENDING', key, group, '-', '+', 1000000, consumer)) do
+                    mine[p[1]] = true
+                end
+                holding[key] = mine
+            end
+            return mine[id]
         end
+        local acks = {}
         for _ = 1, tonumber(take()) do
             local key = KEYS[tonumber(take())]
             local id = take()
             local outputs = tonumber(take())
             if held(key, id) then
                 for _ = 1, outputs do add() end
-                redis.call('XACK', key, group, id)
+                acks[key] = acks[key] or {}
+                table.insert(acks[key], id)
             else
                 skip(outputs)
+            end
+        end
+        for key, ids in pairs(acks) do
+            for first = 1, #ids, 1000 do
+                redis.call('XACK', key, group, unpack(ids, first, math.min(first + 999, #ids)))
             end
         end
         for _ = 1, tonumber(take()) do add() end
@@ -143,6 +160,7 @@ pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
             if held(key, id) then
                 redis.call('XADD', key, '*', 'k', kind, 'o', order, 'd', data, 'f', failures)
                 redis.call('XACK', key, group, id)
+                holding[key][id] = nil
             end
         end
         for _ = 1, tonumber(take()) do

@@ -589,7 +589,7 @@ impl Session {
                 return;
             }
             thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            pause = (pause * 2).min(Duration::from_millis(4));
         }
     }
 }
