@@ -244,7 +244,9 @@ fn a_reader_of_another_type_refuses_to_start() {
         g.cluster(second);
         g.start(|c| c.sink(q))
     }));
-    let payload = outcome.err().expect("starting with another type fails");
+    let Err(payload) = outcome else {
+        panic!("starting with another type fails")
+    };
     let message = payload
         .downcast_ref::<String>()
         .cloned()
@@ -281,7 +283,9 @@ fn a_local_queue_between_here_and_elsewhere_is_an_error_at_start() {
             numbers[redis] -> double -> middle -> fragile -> out[redis];
         }
     }));
-    let payload = outcome.err().expect("a local queue across processes fails");
+    let Err(payload) = outcome else {
+        panic!("a local queue across processes fails")
+    };
     let message = payload
         .downcast_ref::<String>()
         .cloned()

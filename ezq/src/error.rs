@@ -207,7 +207,7 @@ pub enum DropReason {
     /// started).
     NoReader,
     /// Workers failed on each of them as often as the cluster allows
-    /// ([`Cluster::max_failures`](crate::cluster::Cluster::max_failures)):
+    /// (`Cluster::max_failures`, feature `redis`):
     /// they are in the job's dead-letter stream.
     DeadLettered,
 }

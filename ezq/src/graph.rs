@@ -46,8 +46,10 @@ const LARGE_MESSAGE: usize = 4 * 1024;
 
 /// How many copies of its largest message a worker's stack has room for
 /// by default, on top of [`BASE_STACK`]: a message moves through a few
-/// stack frames on its way into and out of a queue.
-const MESSAGES_ON_STACK: usize = 64;
+/// stack frames on its way into and out of a queue, and an unoptimized
+/// build keeps a copy in each (one per transport flavor in the frames that
+/// choose one: 64 sufficed with one flavor, not with two).
+const MESSAGES_ON_STACK: usize = 96;
 
 /// The fewest blocks a batched queue holds when its capacity is the
 /// default. With room for one block only, producer and consumer take turns
@@ -59,6 +61,7 @@ pub const DEFAULT_BLOCKS: usize = 4;
 /// The fewest blocks a Redis-backed queue holds when its capacity is the
 /// default: a round trip to the server costs more than a channel hand-off,
 /// so readers need more in reach to keep busy.
+#[cfg(feature = "redis")]
 const REDIS_BLOCKS: usize = 16;
 
 /// How many messages a queue may hold before its producers wait.
@@ -620,7 +623,7 @@ impl Graph {
     /// inboxes (one per queue in `inputs`) and outboxes (one per queue in
     /// `outputs`). `f` may return `()` or `Result<(), E>`.
     ///
-    /// Its threads get Rust's default stack (2 MiB), plus room for 16
+    /// Its threads get Rust's default stack (2 MiB), plus room for 96
     /// copies of its largest message when its messages are large (over
     /// 4 KiB), so that a large message cannot overflow the stack on its way
     /// through a queue; [`WorkerSettings::stack_size`] sets it.
@@ -717,7 +720,7 @@ impl Graph {
     /// If the graph has Redis-backed queues and its cluster cannot be
     /// reached, a queue on the server carries another message type, or a
     /// local queue joins a worker that runs here to one that runs
-    /// elsewhere (see [`Graph::cluster`]).
+    /// elsewhere (see `Graph::cluster`, feature `redis`).
     pub fn start<Q>(mut self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
         let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);

@@ -105,7 +105,13 @@ impl<T> Inbox<T> {
                 None => {
                     // About to wait: nothing this thread put may wait too.
                     batch::flush_unsent();
-                    timed(&self.ctx.counters, || self.wait())
+                    // Two paths, not one helper: a frame more on the local
+                    // path costs a debug build copies of a large message.
+                    if self.rx.is_remote() {
+                        timed(&self.ctx.counters, || self.wait_remote())
+                    } else {
+                        timed(&self.ctx.counters, || self.rx.recv())
+                    }
                 }
             };
             if let Some(msg) = self.accept(item) {
@@ -134,12 +140,9 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Waits for the next item. A remote queue (on Redis) is not ended by
-    /// this process's cancel, so the wait looks for one now and then.
-    fn wait(&self) -> Item<T> {
-        if !self.rx.is_remote() {
-            return self.rx.recv();
-        }
+    /// Waits for the next item of a remote queue (on Redis), which this
+    /// process's cancel does not end: the wait looks for one now and then.
+    fn wait_remote(&self) -> Item<T> {
         loop {
             if self.ctx.control.is_cancelled() {
                 return Item::End;

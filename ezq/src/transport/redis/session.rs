@@ -637,7 +637,7 @@ impl Args {
     }
 }
 
-fn parse_entries(stream: &StreamInfo, raw: Vec<(String, Vec<(String, Vec<u8>)>)>) -> Vec<Entry> {
+fn parse_entries(stream: &StreamInfo, raw: Vec<super::RawEntry>) -> Vec<Entry> {
     raw.into_iter()
         .map(|(id, fields)| {
             let text = |name| {
