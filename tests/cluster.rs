@@ -543,3 +543,56 @@ fn a_producer_killed_before_its_end_stops_holding_the_queue_open() {
         assert_eq!(*line, collatz_line(i as u64), "line {i}");
     }
 }
+
+#[test]
+fn acknowledged_entries_are_trimmed_and_a_finished_job_can_be_removed() {
+    let server = server!();
+    let c = cluster(&server, "trim");
+    let handle = c.clone();
+    within(60, move || {
+        let p = pipeline! {
+            cluster = c;
+            numbers[redis] -> double * 2 -> doubled;
+        };
+        p.numbers.feed(0..5_000u64);
+        assert_eq!(p.doubled.iter().count(), 5_000);
+        p.join().unwrap();
+    });
+    let mut admin = server.client().get_connection().unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg("ezq:{trim}:q:numbers")
+        .query(&mut admin)
+        .unwrap();
+    // The last entry delivered stays as the stream's bookmark.
+    assert!(
+        len <= 1,
+        "{len} entries left after every one was acknowledged"
+    );
+    handle.remove_job().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("ezq:{trim}:*")
+        .query(&mut admin)
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[test]
+fn the_caller_may_read_a_sink_and_then_feed_a_source() {
+    let server = server!();
+    let c = cluster(&server, "request-reply");
+    within(30, move || {
+        let p = pipeline! {
+            cluster = c;
+            numbers[redis] -> double -> doubled[redis];
+        };
+        // One request, its reply, then the next request: each put is
+        // written at once, even while a reply is in the caller's hand.
+        for i in 0..20u64 {
+            p.numbers.put(i);
+            assert_eq!(p.doubled.recv().map(|m| m.data), Some(i * 2));
+        }
+        p.numbers.end();
+        assert!(p.doubled.recv().is_none());
+        p.join().unwrap();
+    });
+}

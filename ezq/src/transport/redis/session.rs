@@ -67,9 +67,6 @@ struct InHand {
     stream: Arc<StreamInfo>,
     entry: Entry,
     outputs: Vec<Output>,
-    /// Its reader was dropped while it was in hand: the thread's end
-    /// decides whether it was done (the worker returned) or failed.
-    reader_gone: bool,
 }
 
 /// What this thread took from one stream and has not yet handed out.
@@ -159,9 +156,11 @@ pub(crate) fn put(outputs: Vec<Output>) {
     let stream = Arc::clone(&first.stream);
     with(&stream.cluster, |s| {
         stream.register(&mut s.conn);
-        match &mut s.in_hand {
-            Some(hand) => hand.outputs.extend(outputs),
-            None => s.free.extend(outputs),
+        // Only a worker's puts wait for its message in hand: the caller's
+        // thread may read a sink and feed a source in any order.
+        match (&mut s.in_hand, is_worker()) {
+            (Some(hand), true) => hand.outputs.extend(outputs),
+            _ => s.free.extend(outputs),
         }
         if !is_worker() || s.free.len() >= stream.block {
             s.commit();
@@ -222,24 +221,22 @@ pub(crate) fn next(stream: &Arc<StreamInfo>, deadline: Option<Instant>) -> Next 
     with(&stream.cluster, |s| s.next(stream, deadline))
 }
 
-/// This thread's reader of `stream` is gone.
+/// This thread's reader of `stream` is gone. On a worker thread, the
+/// thread's end decides about the message in hand (done, or failed); on
+/// the caller's, what it was handed is done now, and what it took and was
+/// not handed goes back.
 pub(crate) fn reader_closed(stream: &Arc<StreamInfo>) {
+    if is_worker() || thread::panicking() {
+        return;
+    }
     let _ = SESSION.try_with(|cell| {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return;
         };
         let Some(s) = slot.as_mut() else { return };
-        if let Some(hand) = &mut s.in_hand
-            && Arc::ptr_eq(&hand.stream, stream)
-        {
-            hand.reader_gone = true;
-        }
-        if !is_worker() && !thread::panicking() {
-            // The caller's reader: what it was handed is done.
-            s.hand_done();
-            s.release_buffered(Some(stream));
-            s.commit();
-        }
+        s.hand_done();
+        s.release_buffered(Some(stream));
+        s.commit();
     });
 }
 
@@ -418,7 +415,6 @@ impl Session {
             stream: Arc::clone(stream),
             entry: kept,
             outputs: Vec::new(),
-            reader_gone: false,
         });
         Next::Entry(entry)
     }
