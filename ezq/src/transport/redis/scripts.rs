@@ -141,6 +141,8 @@ pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
             local id = take()
             local outputs = tonumber(take())
             if held(key, id) then
+                -- Once: an id listed twice is acknowledged and written once.
+                holding[key][id] = nil
                 for _ = 1, outputs do add() end
                 acks[key] = acks[key] or {}
                 table.insert(acks[key], id)
@@ -185,23 +187,26 @@ pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// A worker failed on an entry it held: KEYS stream, dead-letter stream;
-/// ARGV group, consumer, id, kind, order, data, failures so far (before
-/// this one), most failures, queue name, error. Below the most, the entry
-/// goes back to the queue with its failures counted (returns 1); at the
+/// ARGV group, consumer, id, failures so far (before this one), most
+/// failures, queue name, error. Below the most, the entry goes back to the
+/// queue as a new entry with its failures counted (returns 1); at the
 /// most, it goes to the dead-letter stream (returns 2). Either way it is
 /// acknowledged; 0 if another consumer had taken it over.
 pub(crate) static FAIL: LazyLock<Script> = LazyLock::new(|| {
     script(
         "local group, consumer, id = ARGV[1], ARGV[2], ARGV[3]
         if #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) == 0 then return 0 end
-        local failures = tonumber(ARGV[7]) + 1
+        local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+        local fields = {}
+        for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
+        local failures = tonumber(ARGV[4]) + 1
         redis.call('XACK', KEYS[1], group, id)
-        if failures >= tonumber(ARGV[8]) then
-            redis.call('XADD', KEYS[2], '*', 'queue', ARGV[9], 'error', ARGV[10],
-                'failures', failures, 'k', ARGV[4], 'o', ARGV[5], 'd', ARGV[6])
+        if failures >= tonumber(ARGV[5]) then
+            redis.call('XADD', KEYS[2], '*', 'queue', ARGV[6], 'error', ARGV[7],
+                'failures', failures, 'k', fields['k'], 'o', fields['o'], 'd', fields['d'])
             return 2
         end
-        redis.call('XADD', KEYS[1], '*', 'k', ARGV[4], 'o', ARGV[5], 'd', ARGV[6], 'f', failures)
+        redis.call('XADD', KEYS[1], '*', 'k', fields['k'], 'o', fields['o'], 'd', fields['d'], 'f', failures)
         return 1",
     )
 });

@@ -65,7 +65,9 @@ struct Done {
 /// The message in hand, and what was put while it was.
 struct InHand {
     stream: Arc<StreamInfo>,
-    entry: Entry,
+    id: String,
+    /// How many times workers failed on it before.
+    failures: u64,
     outputs: Vec<Output>,
 }
 
@@ -273,7 +275,7 @@ impl Session {
         if let Some(hand) = self.in_hand.take() {
             self.done.push(Done {
                 stream: hand.stream,
-                id: hand.entry.id,
+                id: hand.id,
                 outputs: hand.outputs,
             });
         }
@@ -288,18 +290,14 @@ impl Session {
         };
         let cluster = Arc::clone(&self.cluster);
         let name = self.name.clone();
-        let e = &hand.entry;
         let outcome: i64 = self.call("record a failure", |c| {
             scripts::FAIL
                 .key(&hand.stream.key)
                 .key(cluster.dead_key())
                 .arg(GROUP)
                 .arg(&name)
-                .arg(&e.id)
-                .arg(&e.kind)
-                .arg(e.order)
-                .arg(&e.data)
-                .arg(e.failures)
+                .arg(&hand.id)
+                .arg(hand.failures)
                 .arg(cluster.max_failures)
                 .arg(&hand.stream.name)
                 .arg(error)
@@ -341,9 +339,11 @@ impl Session {
     }
 
     fn next(&mut self, stream: &Arc<StreamInfo>, deadline: Option<Instant>) -> Next {
-        if self.broken {
-            return Next::End;
-        }
+        assert!(
+            !self.broken,
+            "ezq: the Redis server at {} was lost: this thread's queues on it are unusable",
+            self.cluster.url
+        );
         self.hand_done();
         if self.done.len() >= stream.block {
             self.commit();
@@ -403,17 +403,10 @@ impl Session {
     }
 
     fn hand_out(&mut self, stream: &Arc<StreamInfo>, entry: Entry) -> Next {
-        // The copy in hand keeps the data for a failure's sake.
-        let kept = Entry {
-            id: entry.id.clone(),
-            kind: entry.kind.clone(),
-            order: entry.order,
-            data: entry.data.clone(),
-            failures: entry.failures,
-        };
         self.in_hand = Some(InHand {
             stream: Arc::clone(stream),
-            entry: kept,
+            id: entry.id.clone(),
+            failures: entry.failures,
             outputs: Vec::new(),
         });
         Next::Entry(entry)
@@ -458,7 +451,14 @@ impl Session {
         let reading = &mut self.reading[r];
         reading.cursor = next;
         reading.last_claim = Instant::now();
-        parse_entries(&stream, entries)
+        // This thread may be the slow one: what it still holds is not new.
+        let holds = |id: &str| {
+            reading.buffered.iter().any(|e| e.id == id)
+                || self.done.iter().any(|d| d.id == id)
+                || self.in_hand.as_ref().is_some_and(|h| h.id == id)
+        };
+        let fresh = entries.into_iter().filter(|(id, _)| !holds(id)).collect();
+        parse_entries(&stream, fresh)
     }
 
     /// Whether the stream has ended for its readers.
