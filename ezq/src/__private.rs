@@ -17,6 +17,12 @@ pub use crate::{Inbox, Msg, Outbox, WorkerResult};
 pub trait WorkerFn: 'static {
     /// The function's name, for thread names and failures.
     const NAME: &'static str;
+    /// How many queues it reads: the length of `Inputs`.
+    const READS: usize;
+    /// How many queues it writes: the length of `Outputs`.
+    const WRITES: usize;
+    /// How many extra arguments it takes: the length of `Args`.
+    const ARGS: usize;
     /// The queues it reads, as a tuple of `QueueRef`s.
     type Inputs: Inputs + 'static;
     /// The queues it writes, as a tuple of `QueueRef`s.
