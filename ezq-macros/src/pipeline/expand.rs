@@ -1,22 +1,26 @@
 //! Code generation from the checked graph: one line per queue, one per
-//! worker, one for the handle, all calling `::ezq::__private`.
+//! worker, one for the handle, all calling `::ezq::__private`. Before them,
+//! each worker's name is bound to an alias, so that a function without
+//! `#[worker]` can be told apart from a worker (see `::ezq::__private`'s
+//! notes on `Shape`).
 
-use proc_macro2::{Ident, Span, TokenStream};
+use std::collections::HashMap;
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Expr;
 
-use super::graph::{Graph, Port};
+use super::graph::{Graph, Port, Worker};
 use super::parse::CapacityValue;
 
 /// The local variable of a queue's `QueueRef`: the queue's own name, with
 /// macro hygiene (user expressions in the pipeline cannot see it, nor can it
-/// shadow theirs) and the location of `mention`, so that a type mismatch on
-/// the queue is reported at the user's token.
+/// shadow theirs) and the location of `mention`, so that an error on the
+/// queue is reported at the user's token.
 fn queue_var(mention: &Ident) -> Ident {
-    Ident::new(
-        &mention.to_string(),
-        Span::mixed_site().located_at(mention.span()),
-    )
+    let mut var = mention.clone();
+    var.set_span(Span::mixed_site().located_at(mention.span()));
+    var
 }
 
 /// An internal local variable, hygienic like the queue variables.
@@ -57,9 +61,11 @@ pub fn expand(graph: &Graph) -> TokenStream {
             _ => quote!(let #var = #g.queue(#name);),
         }
     });
+    let aliases = Aliases::of(graph);
     let workers = graph.workers.iter().map(|w| {
-        let path = &w.syntax.path;
-        let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#path>);
+        let alias = aliases.of_worker(w);
+        let check = check(w, &alias);
+        let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#alias, #check>);
         let replicas = match &w.syntax.replicas {
             Some(r) => {
                 let expr = unparen(&r.expr);
@@ -84,6 +90,7 @@ pub fn expand(graph: &Graph) -> TokenStream {
             None => quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);),
         }
     });
+    let (fallbacks, imports) = (aliases.fallbacks(), aliases.imports());
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(
             graph
@@ -103,16 +110,128 @@ pub fn expand(graph: &Graph) -> TokenStream {
         }
     });
     quote! {{
-        let mut #g = ::ezq::__private::Graph::new();
-        #(#queues)*
-        #(#workers)*
-        struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
-        #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
+        #fallbacks
+        {
+            #imports
+            let mut #g = ::ezq::__private::Graph::new();
+            #(#queues)*
+            #(#workers)*
+            struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
+            #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
+        }
     }}
 }
 
+/// One alias per distinct worker name, `__ezq_w0`, `__ezq_w1`, ..: the
+/// worker's companion type, or `PlainFn` for a name that has none.
+struct Aliases<'a> {
+    /// The worker paths as written, in order of first use.
+    paths: Vec<&'a syn::Path>,
+    index: HashMap<String, usize>,
+}
+
+impl<'a> Aliases<'a> {
+    fn of(graph: &Graph<'a>) -> Self {
+        let mut aliases = Aliases {
+            paths: Vec::new(),
+            index: HashMap::new(),
+        };
+        for w in &graph.workers {
+            let key = w.syntax.name();
+            if !aliases.index.contains_key(&key) {
+                aliases.index.insert(key, aliases.paths.len());
+                aliases.paths.push(&w.syntax.path);
+            }
+        }
+        aliases
+    }
+
+    /// An item's name resolves at the call site whatever its span, so the
+    /// alias may carry the user's span, where its errors are reported.
+    fn alias(i: usize, span: Span) -> Ident {
+        Ident::new(&format!("__ezq_w{i}"), span)
+    }
+
+    fn of_worker(&self, w: &Worker) -> Ident {
+        Self::alias(self.index[&w.syntax.name()], w.syntax.span())
+    }
+
+    /// The fallbacks, glob-imported in the outer block of the expansion.
+    fn fallbacks(&self) -> TokenStream {
+        let fallbacks = (0..self.paths.len()).map(|i| {
+            let alias = Self::alias(i, Span::call_site());
+            quote!(PlainFn as #alias)
+        });
+        quote! {
+            #[allow(unused_imports)]
+            mod __ezq_workers {
+                pub(crate) use ::ezq::__private::NotAWorker as _;
+                pub(crate) use ::ezq::__private::{#(#fallbacks),*};
+            }
+            #[allow(unused_imports)]
+            use __ezq_workers::*;
+        }
+    }
+
+    /// The worker names, imported over the fallbacks in the inner block.
+    /// Each import is located on the user's path: an unknown name is
+    /// reported there, and, being in an inner block, its failed import
+    /// hides the fallback, so that nothing more is reported about it.
+    fn imports(&self) -> TokenStream {
+        let names = self.paths.iter().enumerate().map(|(i, path)| {
+            let (_, last) = ends(path);
+            let alias = Self::alias(i, last);
+            quote_spanned!(last=> #path as #alias)
+        });
+        quote!(#[allow(unused_imports)] use {#(#names),*};)
+    }
+}
+
+/// The compile-time checks of one use of a worker, as a const generic
+/// argument of `worker`. Each call is spanned on the token it checks, from
+/// its first token to its last, so that its error is reported there.
+fn check(w: &Worker, alias: &Ident) -> TokenStream {
+    let name = w.syntax.name();
+    let count = |n: usize| Literal::usize_unsuffixed(n);
+    let (reads, writes) = (count(w.inputs.queues.len()), count(w.outputs.queues.len()));
+    let (args, args_span) = match &w.syntax.args {
+        Some(args) => (count(args.exprs.len()), args.span),
+        None => (count(0), w.syntax.span()),
+    };
+    let shape = local("shape");
+    // A call's span runs from its first token to its last.
+    let call = |(first, last): (Span, Span), method: &str, arg: TokenStream| {
+        let method = Ident::new(method, first);
+        let call = quote_spanned!(last=> (#shape, #arg));
+        quote_spanned!(first=> ::ezq::__private::Shape::#method #call)
+    };
+    let is_worker = call(ends(&w.syntax.path), "worker", quote!(#name));
+    let reads = call((w.inputs.span, w.inputs.span), "reads", quote!(#reads));
+    let writes = call((w.outputs.span, w.outputs.span), "writes", quote!(#writes));
+    let args = call((args_span, args_span), "args", quote!(#args));
+    quote!({
+        let #shape = <::ezq::__private::Probe<#alias>>::SHAPE;
+        let #shape = #is_worker;
+        let #shape = #reads;
+        let #shape = #writes;
+        #args
+    })
+}
+
+/// The spans of a path's first and last segments: joining them is not
+/// available to a proc macro on stable Rust, but rustc joins an
+/// expression's first and last tokens.
+fn ends(path: &syn::Path) -> (Span, Span) {
+    let span = |s: Option<&syn::PathSegment>| s.map_or_else(Span::call_site, |s| s.ident.span());
+    let first = match path.leading_colon {
+        Some(colon) => colon.spans[0],
+        None => span(path.segments.first()),
+    };
+    (first, span(path.segments.last()))
+}
+
 /// The tuple of queue variables for one side of a worker, spanned on the
-/// slot, so that a wrong number of queues is reported there.
+/// slot.
 fn ports(port: &Port) -> TokenStream {
     let vars = port.queues.iter().map(|&(_, mention)| queue_var(mention));
     quote_spanned!(port.span=> (#(#vars,)*))
