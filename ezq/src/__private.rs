@@ -74,6 +74,9 @@ pub fn worker<W: Checked<CHECKED>, const CHECKED: bool>(
 //   for it, on the user's token (`#[track_caller]`), and the failed
 //   constant leaves `worker`'s parameter types unknown, which silences
 //   every error that would follow from the same mistake.
+// - Queue types are checked by the expansion itself, with traits of the
+//   user's crate (rustc prints the path of the trait that is not
+//   implemented, and a trait of this module would print `__private`).
 
 /// A worker whose use passed `pipeline!`'s checks (`true`); a failed check
 /// is a compile error, and leaves `Worker` unknown.

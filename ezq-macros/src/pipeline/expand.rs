@@ -62,6 +62,7 @@ pub fn expand(graph: &Graph) -> TokenStream {
         }
     });
     let aliases = Aliases::of(graph);
+    let mut uses = Uses::default();
     let workers = graph.workers.iter().map(|w| {
         let alias = aliases.of_worker(w);
         let check = check(w, &alias);
@@ -73,8 +74,8 @@ pub fn expand(graph: &Graph) -> TokenStream {
             }
             None => quote!(1),
         };
-        let inputs = ports(&w.inputs);
-        let outputs = ports(&w.outputs);
+        let inputs = uses.ports(graph, w, &w.inputs, Role::Reads);
+        let outputs = uses.ports(graph, w, &w.outputs, Role::Writes);
         let args = match &w.syntax.args {
             Some(args) => {
                 let exprs = args.exprs.iter().map(unparen);
@@ -90,6 +91,9 @@ pub fn expand(graph: &Graph) -> TokenStream {
             None => quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);),
         }
     });
+    // Collected first: the order of the uses decides which use of a queue
+    // gives it its type.
+    let workers: Vec<_> = workers.collect();
     let (fallbacks, imports) = (aliases.fallbacks(), aliases.imports());
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(
@@ -230,9 +234,88 @@ fn ends(path: &syn::Path) -> (Span, Span) {
     (first, span(path.segments.last()))
 }
 
-/// The tuple of queue variables for one side of a worker, spanned on the
-/// slot.
-fn ports(port: &Port) -> TokenStream {
-    let vars = port.queues.iter().map(|&(_, mention)| queue_var(mention));
-    quote_spanned!(port.span=> (#(#vars,)*))
+#[derive(Clone, Copy)]
+enum Role {
+    Reads,
+    Writes,
+}
+
+/// How each queue was first used, in the order rustc meets the uses: that
+/// use gives the queue its type.
+#[derive(Default)]
+struct Uses {
+    first: HashMap<usize, (String, Role)>,
+}
+
+impl Uses {
+    /// The tuple of queue variables for one side of a worker, spanned on
+    /// the slot. A queue's first use passes its variable, which gives it its
+    /// type; a later use passes it through a check of that type.
+    fn ports(&mut self, graph: &Graph, w: &Worker, port: &Port, role: Role) -> TokenStream {
+        let worker = w.syntax.name();
+        let vars = port.queues.iter().map(|&(q, mention)| {
+            let var = queue_var(mention);
+            match self.first.get(&q) {
+                None => {
+                    self.first.insert(q, (worker.clone(), role));
+                    quote!(#var)
+                }
+                Some((first, first_role)) => {
+                    let queue = graph.queues[q].name;
+                    same_type(queue, mention, (first, *first_role), (&worker, role))
+                }
+            }
+        });
+        let vars: Vec<_> = vars.collect();
+        quote_spanned!(port.span=> (#(#vars,)*))
+    }
+}
+
+/// A later use of `queue` (at `mention`, by `this`) that must carry the type
+/// its first use gave it. A local trait, named after the queue, says so
+/// when they differ: its message names the queue, both workers and both
+/// types, and a trait of the user's crate prints without `ezq`'s paths.
+fn same_type(
+    queue: &Ident,
+    mention: &Ident,
+    (first, first_role): (&str, Role),
+    (this, role): (&str, Role),
+) -> TokenStream {
+    // The type parameter, which the trait's own name must not shadow.
+    let t = if queue == "T" { "U" } else { "T" };
+    let first_use = match first_role {
+        Role::Reads => "read",
+        Role::Writes => "written",
+    };
+    let (this_use, label) = match role {
+        Role::Reads => (
+            format!("`{this}` reads it as `{{Self}}`"),
+            format!("`{this}` reads `{{Self}}`"),
+        ),
+        Role::Writes => (
+            format!("`{this}` writes `{{Self}}` to it"),
+            format!("`{this}` writes `{{Self}}`"),
+        ),
+    };
+    let message =
+        format!("queue `{queue}` is {first_use} as `{{{t}}}` by `{first}`, but {this_use}");
+    let note = format!("a queue carries one type: make `{first}` and `{this}` agree on it");
+    let var = queue_var(mention);
+    let mut check = queue.clone();
+    check.set_span(Span::mixed_site());
+    let t = Ident::new(t, Span::mixed_site());
+    let this_use = quote_spanned!(mention.span()=> _);
+    quote! {{
+        #[allow(non_camel_case_types)]
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        trait #check<#t>: ::core::marker::Sized {
+            fn port(queue: ::ezq::__private::QueueRef<#t>) -> ::ezq::__private::QueueRef<Self>;
+        }
+        impl<#t> #check<#t> for #t {
+            fn port(queue: ::ezq::__private::QueueRef<#t>) -> ::ezq::__private::QueueRef<#t> {
+                queue
+            }
+        }
+        <#this_use as #check<_>>::port(#var)
+    }}
 }

@@ -77,7 +77,8 @@ fn main() {
     assert_eq!(p.halves.iter().next().map(|m| m.data), Some(4));
     p.join().unwrap();
 
-    // A worker declared in a function and used twice.
+    // A worker declared in a function and used twice, and a queue whose
+    // name is a type parameter's.
     #[worker]
     fn inc(x: u64) -> u64 {
         x + 1
