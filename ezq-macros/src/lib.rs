@@ -219,13 +219,23 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Compile-time checks
 ///
-/// Each is reported on the user's token: a cycle (END could never
-/// propagate), a name that is not a `#[worker]`, a queue whose producer and
-/// consumer disagree on its type, the wrong number of queues or extra
-/// arguments for a worker, a literal replica count or capacity of 0, a
-/// queue listed twice in one slot, a capacity given twice or on a sink, an
-/// empty pipeline, and syntax errors. All semantic errors of a pipeline are
-/// reported in one build.
+/// Each mistake is one error, on the user's token, that says what to
+/// change:
+///
+/// - a name that is not a worker: a function without `#[worker]` (the
+///   error says to add it), or any other item;
+/// - the wrong number of queues in a slot, or of extra arguments, for a
+///   worker: "`double` reads 1 queue, 2 given";
+/// - a queue whose uses disagree on its type: the error names the queue,
+///   the two workers and the two types;
+/// - a cycle (END could never propagate), a literal replica count or
+///   capacity of 0, a queue listed twice in one slot, a capacity given
+///   twice or on a sink, an empty pipeline, and syntax errors.
+///
+/// All the mistakes of a pipeline are reported in one build, and nothing
+/// that follows from them; of one worker's wrong counts, the first is
+/// reported. A name that is not in scope at all is reported by rustc as an
+/// "unresolved import": `pipeline!` imports each worker's name.
 ///
 /// # Equivalent code
 ///

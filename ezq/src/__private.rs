@@ -3,20 +3,24 @@
 //! release.
 
 use std::fmt::Display;
+use std::marker::PhantomData;
 
 pub use crate::graph::{Capacity, Channels, Graph, Inputs, Outputs, QueueRef, WorkerSettings};
 pub use crate::{Inbox, Msg, Outbox, WorkerResult};
 
 /// A `#[worker]` function, as the companion type that `#[worker]` declares
-/// beside it (same name, type namespace).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not an ezq worker",
-    label = "not a `#[worker]` function",
-    note = "add `#[ezq::worker]` to the function `{Self}`"
-)]
+/// beside it (same name, type namespace). A name that is not one is
+/// reported by `pipeline!`'s checks (see [`Shape`]), before this trait is
+/// required.
 pub trait WorkerFn: 'static {
     /// The function's name, for thread names and failures.
     const NAME: &'static str;
+    /// How many queues it reads: the length of `Inputs`.
+    const READS: usize;
+    /// How many queues it writes: the length of `Outputs`.
+    const WRITES: usize;
+    /// How many extra arguments it takes: the length of `Args`.
+    const ARGS: usize;
     /// The queues it reads, as a tuple of `QueueRef`s.
     type Inputs: Inputs + 'static;
     /// The queues it writes, as a tuple of `QueueRef`s.
@@ -31,17 +35,305 @@ pub trait WorkerFn: 'static {
     ) -> Result<(), String>;
 }
 
-/// Adds `replicas` of worker `W` to the graph.
-pub fn worker<W: WorkerFn>(
+/// Adds `replicas` of worker `W` to the graph, once `pipeline!`'s checks of
+/// this use of `W` passed (`CHECKED`, see [`Shape`]).
+pub fn worker<W: Checked<CHECKED>, const CHECKED: bool>(
     graph: &mut Graph,
     replicas: usize,
-    inputs: W::Inputs,
-    outputs: W::Outputs,
-    args: W::Args,
+    inputs: <W::Worker as WorkerFn>::Inputs,
+    outputs: <W::Worker as WorkerFn>::Outputs,
+    args: <W::Worker as WorkerFn>::Args,
 ) -> WorkerSettings<'_> {
-    graph.add(W::NAME, replicas, inputs, outputs, move |i, o| {
-        W::run(i, o, args.clone())
+    graph.add(W::Worker::NAME, replicas, inputs, outputs, move |i, o| {
+        W::Worker::run(i, o, args.clone())
     })
+}
+
+// What `pipeline!` checks at compile time, before rustc compares types.
+//
+// The macro sees names, not types: it cannot know whether a name is a
+// worker, nor how many queues and arguments it takes. Left to rustc, each
+// mistake surfaces as a type error about tuples of `QueueRef`s, or, for a
+// function without `#[worker]` (which has no type of its name), as E0747
+// "constant provided when a type was expected". So the expansion asks
+// instead:
+//
+// - A function without `#[worker]` has no type of its name. The expansion
+//   glob-imports `PlainFn` under each worker's alias in an outer block, and
+//   imports the worker's name under the same alias in an inner one, which
+//   hides the outer name in each namespace the import fills: the alias is
+//   the companion type if there is one, `PlainFn` if the name is only a
+//   function. An unknown name's failed import hides it too, so that rustc's
+//   "unresolved import" is the only error about it.
+// - `<Probe<W>>::SHAPE` reads what the alias is: an inherent constant
+//   applies only where its impl's bounds hold, and otherwise the
+//   `NotAWorker` trait's constant answers (the trait is imported with the
+//   glob). This works because `W` is a concrete type there.
+// - `Shape`'s checks are `const fn`s called in a const generic argument of
+//   `worker`, so a mistake is a compile-time panic with a message written
+//   for it, on the user's token (`#[track_caller]`), and the failed
+//   constant leaves `worker`'s parameter types unknown, which silences
+//   every error that would follow from the same mistake.
+// - Queue types are checked by the expansion itself, with traits of the
+//   user's crate (rustc prints the path of the trait that is not
+//   implemented, and a trait of this module would print `__private`).
+
+/// A worker whose use passed `pipeline!`'s checks (`true`); a failed check
+/// is a compile error, and leaves `Worker` unknown.
+pub trait Checked<const OK: bool> {
+    /// The worker itself.
+    type Worker: WorkerFn;
+}
+
+impl<W: WorkerFn> Checked<true> for W {
+    type Worker = W;
+}
+
+/// What a function without `#[worker]` resolves to in `pipeline!`'s worker
+/// positions: it has no type of its own name.
+pub enum PlainFn {}
+
+/// Reads, at compile time, what a name in a worker position is: see
+/// [`Shape`].
+pub struct Probe<W: ?Sized>(PhantomData<W>);
+
+impl<W: WorkerFn> Probe<W> {
+    /// A worker, with its arity.
+    pub const SHAPE: Shape = Shape::of(Kind::Worker {
+        reads: W::READS,
+        writes: W::WRITES,
+        args: W::ARGS,
+    });
+}
+
+impl Probe<PlainFn> {
+    /// A function without `#[worker]`.
+    pub const SHAPE: Shape = Shape::of(Kind::Function);
+}
+
+/// The answer of [`Probe`] for any other type: not a worker.
+pub trait NotAWorker {
+    /// Not a worker.
+    const SHAPE: Shape = Shape::of(Kind::Type);
+}
+
+impl<W: ?Sized> NotAWorker for Probe<W> {}
+
+/// What a name in a worker position of `pipeline!` is, checked against how
+/// the pipeline uses it: [`Shape::worker`], then `reads`, `writes` and
+/// `args`, each call spanned on the user's token that it checks. Each
+/// returns the shape (`args`, the last, returns `true`), or stops
+/// compilation with a message that says what to change.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    kind: Kind,
+    name: &'static str,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Worker {
+        reads: usize,
+        writes: usize,
+        args: usize,
+    },
+    /// A name with no type: a function without `#[worker]`.
+    Function,
+    /// A type that is not a `#[worker]` function's.
+    Type,
+}
+
+impl Shape {
+    const fn of(kind: Kind) -> Self {
+        Shape { kind, name: "" }
+    }
+
+    /// Names the worker as the pipeline wrote it; stops if it is not one.
+    #[track_caller]
+    pub const fn worker(self, name: &'static str) -> Self {
+        match self.worker_problem(name) {
+            None => Shape { name, ..self },
+            Some(text) => fail(text),
+        }
+    }
+
+    /// Checks the number of queues in the worker's input slot.
+    #[track_caller]
+    pub const fn reads(self, given: usize) -> Self {
+        match self.reads_problem(given) {
+            None => self,
+            Some(text) => fail(text),
+        }
+    }
+
+    /// Checks the number of queues in the worker's output slot.
+    #[track_caller]
+    pub const fn writes(self, given: usize) -> Self {
+        match self.writes_problem(given) {
+            None => self,
+            Some(text) => fail(text),
+        }
+    }
+
+    /// Checks the number of extra arguments; the last check.
+    #[track_caller]
+    pub const fn args(self, given: usize) -> bool {
+        match self.args_problem(given) {
+            None => true,
+            Some(text) => fail(text),
+        }
+    }
+
+    const fn worker_problem(self, name: &str) -> Option<Text> {
+        let text = Text::new().code(name).add(" is not a worker: ");
+        match self.kind {
+            Kind::Worker { .. } => None,
+            Kind::Function => Some(text.add("add `#[ezq::worker]` to the function ").code(name)),
+            Kind::Type => Some(text.add("a worker is a function declared with `#[ezq::worker]`")),
+        }
+    }
+
+    const fn reads_problem(self, given: usize) -> Option<Text> {
+        let Kind::Worker { reads, .. } = self.kind else {
+            return None;
+        };
+        if reads == given {
+            return None;
+        }
+        let text = self.count("reads", reads, "queue", given);
+        Some(if reads == 0 {
+            text.add(": a worker that reads none starts its chain, as `() -> ")
+                .add(self.name)
+                .add("`")
+        } else {
+            text
+        })
+    }
+
+    const fn writes_problem(self, given: usize) -> Option<Text> {
+        let Kind::Worker { writes, .. } = self.kind else {
+            return None;
+        };
+        if writes == given {
+            return None;
+        }
+        let text = self.count("writes", writes, "queue", given);
+        Some(if writes == 0 {
+            text.add(": end the chain at ").code(self.name)
+        } else if given == 0 && writes == 1 {
+            text.add(": add it after the worker, as `")
+                .add(self.name)
+                .add(" -> queue`")
+        } else if given == 0 {
+            text.add(": add them after the worker, as `")
+                .add(self.name)
+                .add(" -> (..)`")
+        } else {
+            text
+        })
+    }
+
+    const fn args_problem(self, given: usize) -> Option<Text> {
+        let Kind::Worker { args, .. } = self.kind else {
+            return None;
+        };
+        if args == given {
+            return None;
+        }
+        let text = self.count("takes", args, "argument", given);
+        let pass = if args == 1 {
+            ": pass it"
+        } else {
+            ": pass them"
+        };
+        Some(if given == 0 {
+            text.add(pass).add(" as `").add(self.name).add("(..)`")
+        } else {
+            text
+        })
+    }
+
+    /// "`name` reads 1 queue, 2 given".
+    const fn count(self, verb: &str, expected: usize, noun: &str, given: usize) -> Text {
+        let text = Text::new().code(self.name).add(" ").add(verb).add(" ");
+        let text = match expected {
+            0 => text.add("no ").add(noun),
+            1 => text.number(1).add(" ").add(noun),
+            n => text.number(n).add(" ").add(noun).add("s"),
+        };
+        match given {
+            0 => text.add(", none given"),
+            n => text.add(", ").number(n).add(" given"),
+        }
+    }
+}
+
+/// Stops compilation (or, called at run time, panics) with `text`, at the
+/// caller's caller: the user's token.
+#[track_caller]
+const fn fail(text: Text) -> ! {
+    panic!("{}", text.as_str())
+}
+
+/// A message built at compile time, where `format!` is not available.
+/// Cut at a character boundary if it outgrows its buffer.
+struct Text {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl Text {
+    const fn new() -> Self {
+        Text {
+            bytes: [0; 512],
+            len: 0,
+        }
+    }
+
+    const fn add(mut self, s: &str) -> Self {
+        let s = s.as_bytes();
+        let mut i = 0;
+        while i < s.len() && self.len < self.bytes.len() {
+            self.bytes[self.len] = s[i];
+            self.len += 1;
+            i += 1;
+        }
+        // Back off to a character boundary if the text was cut.
+        while i < s.len() && self.len > 0 && (s[i] & 0xC0) == 0x80 {
+            self.len -= 1;
+            i -= 1;
+        }
+        self
+    }
+
+    /// `s` in backticks.
+    const fn code(self, s: &str) -> Self {
+        self.add("`").add(s).add("`")
+    }
+
+    const fn number(self, mut n: usize) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        match std::str::from_utf8(digits.split_at(start).1) {
+            Ok(digits) => self.add(digits),
+            Err(_) => self,
+        }
+    }
+
+    const fn as_str(&self) -> &str {
+        match std::str::from_utf8(self.bytes.split_at(self.len).0) {
+            Ok(text) => text,
+            Err(_) => "ezq: a pipeline's worker does not fit its slots",
+        }
+    }
 }
 
 /// The loop of a map worker: one call per message, the result sent on with
@@ -123,3 +415,126 @@ pub fn redis_queue<T: RedisFeature>(
 /// Sets the graph's cluster: not without the `redis` feature.
 #[cfg(not(feature = "redis"))]
 pub fn cluster<C: RedisFeature>(_graph: &mut Graph, _cluster: C) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn worker(reads: usize, writes: usize, args: usize) -> Shape {
+        Shape::of(Kind::Worker {
+            reads,
+            writes,
+            args,
+        })
+    }
+
+    fn named(shape: Shape, name: &'static str) -> Shape {
+        shape.worker(name)
+    }
+
+    fn text(problem: Option<Text>) -> String {
+        problem.expect("a problem").as_str().to_owned()
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_worker_says_what_to_add() {
+        let error = |kind| text(Shape::of(kind).worker_problem("plain"));
+        assert_eq!(
+            error(Kind::Function),
+            "`plain` is not a worker: add `#[ezq::worker]` to the function `plain`"
+        );
+        assert_eq!(
+            error(Kind::Type),
+            "`plain` is not a worker: a worker is a function declared with `#[ezq::worker]`"
+        );
+        assert!(worker(1, 1, 0).worker_problem("double").is_none());
+    }
+
+    #[test]
+    fn a_wrong_count_says_both_counts() {
+        let double = named(worker(1, 1, 0), "double");
+        assert!(double.reads_problem(1).is_none());
+        assert_eq!(
+            text(double.reads_problem(2)),
+            "`double` reads 1 queue, 2 given"
+        );
+        assert_eq!(
+            text(double.reads_problem(0)),
+            "`double` reads 1 queue, none given"
+        );
+        assert_eq!(
+            text(double.writes_problem(3)),
+            "`double` writes 1 queue, 3 given"
+        );
+        assert_eq!(
+            text(double.args_problem(1)),
+            "`double` takes no argument, 1 given"
+        );
+        let add = named(worker(2, 1, 2), "stages::add");
+        assert_eq!(
+            text(add.reads_problem(1)),
+            "`stages::add` reads 2 queues, 1 given"
+        );
+        assert_eq!(
+            text(add.args_problem(3)),
+            "`stages::add` takes 2 arguments, 3 given"
+        );
+    }
+
+    #[test]
+    fn a_count_of_zero_says_how_to_write_it() {
+        let numbers = named(worker(0, 1, 1), "numbers");
+        assert_eq!(
+            text(numbers.reads_problem(1)),
+            "`numbers` reads no queue, 1 given: a worker that reads none starts its chain, as `() -> numbers`"
+        );
+        assert_eq!(
+            text(numbers.writes_problem(0)),
+            "`numbers` writes 1 queue, none given: add it after the worker, as `numbers -> queue`"
+        );
+        assert_eq!(
+            text(named(worker(1, 2, 0), "split").writes_problem(0)),
+            "`split` writes 2 queues, none given: add them after the worker, as `split -> (..)`"
+        );
+        assert_eq!(
+            text(numbers.args_problem(0)),
+            "`numbers` takes 1 argument, none given: pass it as `numbers(..)`"
+        );
+        let printer = named(worker(1, 0, 2), "printer");
+        assert_eq!(
+            text(printer.writes_problem(1)),
+            "`printer` writes no queue, 1 given: end the chain at `printer`"
+        );
+        assert_eq!(
+            text(printer.args_problem(0)),
+            "`printer` takes 2 arguments, none given: pass them as `printer(..)`"
+        );
+    }
+
+    #[test]
+    fn counts_are_not_checked_on_what_is_not_a_worker() {
+        let plain = Shape::of(Kind::Function);
+        assert!(plain.reads_problem(5).is_none());
+        assert!(plain.writes_problem(5).is_none());
+        assert!(plain.args_problem(5).is_none());
+        assert!(plain.args(5));
+    }
+
+    #[test]
+    fn a_failed_check_panics_with_its_message_at_run_time() {
+        let panic = std::panic::catch_unwind(|| worker(1, 1, 0).worker("double").reads(2))
+            .err()
+            .expect("a panic");
+        let message = panic.downcast_ref::<String>().map(String::as_str);
+        assert_eq!(message, Some("`double` reads 1 queue, 2 given"));
+    }
+
+    #[test]
+    fn text_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(300);
+        let text = Text::new().add("x").add(&long);
+        assert_eq!(text.as_str().len(), 511);
+        assert!(text.as_str().ends_with('é'));
+        assert_eq!(Text::new().number(0).number(1234567).as_str(), "01234567");
+    }
+}

@@ -1,22 +1,26 @@
 //! Code generation from the checked graph: one line per queue, one per
-//! worker, one for the handle, all calling `::ezq::__private`.
+//! worker, one for the handle, all calling `::ezq::__private`. Before them,
+//! each worker's name is bound to an alias, so that a function without
+//! `#[worker]` can be told apart from a worker (see `::ezq::__private`'s
+//! notes on `Shape`).
 
-use proc_macro2::{Ident, Span, TokenStream};
+use std::collections::HashMap;
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Expr;
 
-use super::graph::{Graph, Port};
+use super::graph::{Graph, Port, Worker};
 use super::parse::CapacityValue;
 
 /// The local variable of a queue's `QueueRef`: the queue's own name, with
 /// macro hygiene (user expressions in the pipeline cannot see it, nor can it
-/// shadow theirs) and the location of `mention`, so that a type mismatch on
-/// the queue is reported at the user's token.
+/// shadow theirs) and the location of `mention`, so that an error on the
+/// queue is reported at the user's token.
 fn queue_var(mention: &Ident) -> Ident {
-    Ident::new(
-        &mention.to_string(),
-        Span::mixed_site().located_at(mention.span()),
-    )
+    let mut var = mention.clone();
+    var.set_span(Span::mixed_site().located_at(mention.span()));
+    var
 }
 
 /// An internal local variable, hygienic like the queue variables.
@@ -67,9 +71,12 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
             _ => quote!(let #var = #g.queue(#name);),
         }
     });
+    let aliases = Aliases::of(graph);
+    let mut uses = Uses::default();
     let workers = graph.workers.iter().map(|w| {
-        let path = &w.syntax.path;
-        let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#path>);
+        let alias = aliases.of_worker(w);
+        let check = check(w, &alias);
+        let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#alias, #check>);
         let replicas = match &w.syntax.replicas {
             Some(r) => {
                 let expr = unparen(&r.expr);
@@ -77,8 +84,8 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
             }
             None => quote!(1),
         };
-        let inputs = ports(&w.inputs);
-        let outputs = ports(&w.outputs);
+        let inputs = uses.ports(graph, w, &w.inputs, Role::Reads);
+        let outputs = uses.ports(graph, w, &w.outputs, Role::Writes);
         let args = match &w.syntax.args {
             Some(args) => {
                 let exprs = args.exprs.iter().map(unparen);
@@ -94,6 +101,10 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
             None => quote!(#add(&mut #g, #replicas, #inputs, #outputs, #args);),
         }
     });
+    // Collected first: the order of the uses decides which use of a queue
+    // gives it its type.
+    let workers: Vec<_> = workers.collect();
+    let (fallbacks, imports) = (aliases.fallbacks(), aliases.imports());
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(
             graph
@@ -117,18 +128,209 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
         quote!(::ezq::__private::cluster(&mut #g, #expr);)
     });
     quote! {{
-        let mut #g = ::ezq::__private::Graph::new();
-        #cluster
-        #(#queues)*
-        #(#workers)*
-        struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
-        #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
+        #fallbacks
+        {
+            #imports
+            let mut #g = ::ezq::__private::Graph::new();
+            #cluster
+            #(#queues)*
+            #(#workers)*
+            struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
+            #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
+        }
     }}
 }
 
-/// The tuple of queue variables for one side of a worker, spanned on the
-/// slot, so that a wrong number of queues is reported there.
-fn ports(port: &Port) -> TokenStream {
-    let vars = port.queues.iter().map(|&(_, mention)| queue_var(mention));
-    quote_spanned!(port.span=> (#(#vars,)*))
+/// One alias per distinct worker name, `__ezq_w0`, `__ezq_w1`, ..: the
+/// worker's companion type, or `PlainFn` for a name that has none.
+struct Aliases<'a> {
+    /// The worker paths as written, in order of first use.
+    paths: Vec<&'a syn::Path>,
+    index: HashMap<String, usize>,
+}
+
+impl<'a> Aliases<'a> {
+    fn of(graph: &Graph<'a>) -> Self {
+        let mut aliases = Aliases {
+            paths: Vec::new(),
+            index: HashMap::new(),
+        };
+        for w in &graph.workers {
+            let key = w.syntax.name();
+            if !aliases.index.contains_key(&key) {
+                aliases.index.insert(key, aliases.paths.len());
+                aliases.paths.push(&w.syntax.path);
+            }
+        }
+        aliases
+    }
+
+    /// An item's name resolves at the call site whatever its span, so the
+    /// alias may carry the user's span, where its errors are reported.
+    fn alias(i: usize, span: Span) -> Ident {
+        Ident::new(&format!("__ezq_w{i}"), span)
+    }
+
+    fn of_worker(&self, w: &Worker) -> Ident {
+        Self::alias(self.index[&w.syntax.name()], w.syntax.span())
+    }
+
+    /// The fallbacks, glob-imported in the outer block of the expansion.
+    fn fallbacks(&self) -> TokenStream {
+        let fallbacks = (0..self.paths.len()).map(|i| {
+            let alias = Self::alias(i, Span::call_site());
+            quote!(PlainFn as #alias)
+        });
+        quote! {
+            #[allow(unused_imports)]
+            mod __ezq_workers {
+                pub(crate) use ::ezq::__private::NotAWorker as _;
+                pub(crate) use ::ezq::__private::{#(#fallbacks),*};
+            }
+            #[allow(unused_imports)]
+            use __ezq_workers::*;
+        }
+    }
+
+    /// The worker names, imported over the fallbacks in the inner block.
+    /// Each import is located on the user's path: an unknown name is
+    /// reported there, and, being in an inner block, its failed import
+    /// hides the fallback, so that nothing more is reported about it.
+    fn imports(&self) -> TokenStream {
+        let names = self.paths.iter().enumerate().map(|(i, path)| {
+            let (_, last) = ends(path);
+            let alias = Self::alias(i, last);
+            quote_spanned!(last=> #path as #alias)
+        });
+        quote!(#[allow(unused_imports)] use {#(#names),*};)
+    }
+}
+
+/// The compile-time checks of one use of a worker, as a const generic
+/// argument of `worker`. Each call is spanned on the token it checks, from
+/// its first token to its last, so that its error is reported there.
+fn check(w: &Worker, alias: &Ident) -> TokenStream {
+    let name = w.syntax.name();
+    let count = |n: usize| Literal::usize_unsuffixed(n);
+    let (reads, writes) = (count(w.inputs.queues.len()), count(w.outputs.queues.len()));
+    let (args, args_span) = match &w.syntax.args {
+        Some(args) => (count(args.exprs.len()), args.span),
+        None => (count(0), w.syntax.span()),
+    };
+    let shape = local("shape");
+    // A call's span runs from its first token to its last.
+    let call = |(first, last): (Span, Span), method: &str, arg: TokenStream| {
+        let method = Ident::new(method, first);
+        let call = quote_spanned!(last=> (#shape, #arg));
+        quote_spanned!(first=> ::ezq::__private::Shape::#method #call)
+    };
+    let is_worker = call(ends(&w.syntax.path), "worker", quote!(#name));
+    let reads = call((w.inputs.span, w.inputs.span), "reads", quote!(#reads));
+    let writes = call((w.outputs.span, w.outputs.span), "writes", quote!(#writes));
+    let args = call((args_span, args_span), "args", quote!(#args));
+    quote!({
+        let #shape = <::ezq::__private::Probe<#alias>>::SHAPE;
+        let #shape = #is_worker;
+        let #shape = #reads;
+        let #shape = #writes;
+        #args
+    })
+}
+
+/// The spans of a path's first and last segments: joining them is not
+/// available to a proc macro on stable Rust, but rustc joins an
+/// expression's first and last tokens.
+fn ends(path: &syn::Path) -> (Span, Span) {
+    let span = |s: Option<&syn::PathSegment>| s.map_or_else(Span::call_site, |s| s.ident.span());
+    let first = match path.leading_colon {
+        Some(colon) => colon.spans[0],
+        None => span(path.segments.first()),
+    };
+    (first, span(path.segments.last()))
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Reads,
+    Writes,
+}
+
+/// How each queue was first used, in the order rustc meets the uses: that
+/// use gives the queue its type.
+#[derive(Default)]
+struct Uses {
+    first: HashMap<usize, (String, Role)>,
+}
+
+impl Uses {
+    /// The tuple of queue variables for one side of a worker, spanned on
+    /// the slot. A queue's first use passes its variable, which gives it its
+    /// type; a later use passes it through a check of that type.
+    fn ports(&mut self, graph: &Graph, w: &Worker, port: &Port, role: Role) -> TokenStream {
+        let worker = w.syntax.name();
+        let vars = port.queues.iter().map(|&(q, mention)| {
+            let var = queue_var(mention);
+            match self.first.get(&q) {
+                None => {
+                    self.first.insert(q, (worker.clone(), role));
+                    quote!(#var)
+                }
+                Some((first, first_role)) => {
+                    let queue = graph.queues[q].name;
+                    same_type(queue, mention, (first, *first_role), (&worker, role))
+                }
+            }
+        });
+        let vars: Vec<_> = vars.collect();
+        quote_spanned!(port.span=> (#(#vars,)*))
+    }
+}
+
+/// A later use of `queue` (at `mention`, by `this`) that must carry the type
+/// its first use gave it. A local trait, named after the queue, says so
+/// when they differ: its message names the queue, both workers and both
+/// types, and a trait of the user's crate prints without `ezq`'s paths.
+fn same_type(
+    queue: &Ident,
+    mention: &Ident,
+    (first, first_role): (&str, Role),
+    (this, role): (&str, Role),
+) -> TokenStream {
+    // The type parameter, which the trait's own name must not shadow.
+    let t = if queue == "T" { "U" } else { "T" };
+    let first_use = match first_role {
+        Role::Reads => "read",
+        Role::Writes => "written",
+    };
+    let (this_use, label) = match role {
+        Role::Reads => (
+            format!("`{this}` reads it as `{{Self}}`"),
+            format!("`{this}` reads `{{Self}}`"),
+        ),
+        Role::Writes => (
+            format!("`{this}` writes `{{Self}}` to it"),
+            format!("`{this}` writes `{{Self}}`"),
+        ),
+    };
+    let message =
+        format!("queue `{queue}` is {first_use} as `{{{t}}}` by `{first}`, but {this_use}");
+    let note = format!("a queue carries one type: make `{first}` and `{this}` agree on it");
+    let var = queue_var(mention);
+    let mut check = queue.clone();
+    check.set_span(Span::mixed_site());
+    let t = Ident::new(t, Span::mixed_site());
+    let this_use = quote_spanned!(mention.span()=> _);
+    quote! {{
+        #[allow(non_camel_case_types)]
+        #[diagnostic::on_unimplemented(message = #message, label = #label, note = #note)]
+        trait #check<#t>: ::core::marker::Sized {
+            fn port(queue: ::ezq::__private::QueueRef<#t>) -> ::ezq::__private::QueueRef<Self>;
+        }
+        impl<#t> #check<#t> for #t {
+            fn port(queue: ::ezq::__private::QueueRef<#t>) -> ::ezq::__private::QueueRef<#t> {
+                queue
+            }
+        }
+        <#this_use as #check<_>>::port(#var)
+    }}
 }

@@ -1,6 +1,6 @@
 //! The companion that `#[worker]` emits beside the function.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::Type;
 
@@ -68,6 +68,8 @@ pub fn companion(worker: &Worker) -> TokenStream {
     let (in_bindings, in_types): (Vec<_>, Vec<_>) = ports.inputs.into_iter().unzip();
     let (out_bindings, out_types): (Vec<_>, Vec<_>) = ports.outputs.into_iter().unzip();
     let (arg_bindings, arg_types): (Vec<_>, Vec<_>) = ports.args.into_iter().unzip();
+    let count = |types: &[Type]| Literal::usize_unsuffixed(types.len());
+    let (reads, writes, args) = (count(&in_types), count(&out_types), count(&arg_types));
     quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
@@ -75,6 +77,9 @@ pub fn companion(worker: &Worker) -> TokenStream {
 
         impl ::ezq::__private::WorkerFn for #name {
             const NAME: &'static str = #name_str;
+            const READS: usize = #reads;
+            const WRITES: usize = #writes;
+            const ARGS: usize = #args;
             type Inputs = (#(::ezq::__private::QueueRef<#in_types>,)*);
             type Outputs = (#(::ezq::__private::QueueRef<#out_types>,)*);
             type Args = (#(#arg_types,)*);

@@ -42,7 +42,22 @@ fn total(inbox: Inbox<u64>, out: Outbox<u64>) -> Result<(), std::fmt::Error> {
     Ok(())
 }
 
+// A pipeline in a generic function: its checks use no generic parameter.
+fn squares<T: Into<u64>>(values: Vec<T>) -> u64 {
+    let p = pipeline! {
+        numbers -> square -> squared;
+    };
+    for v in values {
+        p.numbers.put(v.into());
+    }
+    p.numbers.end();
+    let total = p.squared.iter().map(|m| m.data).sum();
+    p.join().unwrap();
+    total
+}
+
 fn main() {
+    assert_eq!(squares(vec![1u8, 2, 3]), 14);
     let n = 3usize;
     let p = pipeline! {
         () -> numbers(10) -> raw[unbounded];
@@ -60,5 +75,20 @@ fn main() {
     assert_eq!(small + large, expected);
     p.evens.end();
     assert_eq!(p.halves.iter().next().map(|m| m.data), Some(4));
+    p.join().unwrap();
+
+    // A worker declared in a function and used twice, and a queue whose
+    // name is a type parameter's.
+    #[worker]
+    fn inc(x: u64) -> u64 {
+        x + 1
+    }
+    let p = pipeline! {
+        a -> inc -> T;
+        T -> inc -> b;
+    };
+    p.a.put(1);
+    p.a.end();
+    assert_eq!(p.b.iter().map(|m| m.data).collect::<Vec<_>>(), [3]);
     p.join().unwrap();
 }

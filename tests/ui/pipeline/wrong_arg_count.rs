@@ -18,6 +18,6 @@ fn main() {
     let _p = pipeline! {
         a -> scale(2.0, 3.0) -> b;
         c -> scale -> d;
+        e -> double(4) -> f;
     };
-    let _ = double;
 }
