@@ -298,19 +298,30 @@ fn connect(client: &redis::Client) -> redis::Connection {
 // ---------------------------------------------------------------------------
 
 /// Empties the server and rewrites its append-only file, waiting until the
-/// rewrite is over.
+/// rewrite is over (an automatic rewrite of the last run's file may be
+/// under way: it is waited for first).
 fn reset(url: &str) {
     let client = redis::Client::open(url).expect("a redis URL");
     let mut con = connect(&client);
+    wait_for_rewrite(&mut con);
     let _: () = redis::cmd("FLUSHALL").query(&mut con).expect("FLUSHALL");
-    let _: String = redis::cmd("BGREWRITEAOF")
-        .query(&mut con)
-        .expect("BGREWRITEAOF");
+    let started: redis::RedisResult<String> = redis::cmd("BGREWRITEAOF").query(&mut con);
+    if let Err(e) = started {
+        assert!(
+            e.to_string().contains("already in progress"),
+            "BGREWRITEAOF: {e}"
+        );
+    }
+    wait_for_rewrite(&mut con);
+}
+
+/// Waits until no rewrite of the append-only file runs or is scheduled.
+fn wait_for_rewrite(con: &mut redis::Connection) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let info: String = redis::cmd("INFO")
             .arg("persistence")
-            .query(&mut con)
+            .query(con)
             .expect("INFO");
         let busy = info.lines().any(|line| {
             (line.starts_with("aof_rewrite_in_progress:")

@@ -563,10 +563,12 @@ fn acknowledged_entries_are_trimmed_and_a_finished_job_can_be_removed() {
         .arg("ezq:{trim}:q:numbers")
         .query(&mut admin)
         .unwrap();
-    // The last entry delivered stays as the stream's bookmark.
+    // Trimming removes whole nodes of the stream (of 100 entries, Redis's
+    // default), never one holding an entry not yet acknowledged: what is
+    // left is the node of the last entry delivered.
     assert!(
-        len <= 1,
-        "{len} entries left after every one was acknowledged"
+        len <= 100,
+        "{len} of 5000 entries left after every one was acknowledged"
     );
     handle.remove_job().unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -176,7 +176,7 @@ pub(crate) static COMMIT: LazyLock<Script> = LazyLock::new(|| {
                     end
                 end
             end
-            if oldest then redis.call('XTRIM', key, 'MINID', oldest) end
+            if oldest then redis.call('XTRIM', key, 'MINID', '~', oldest) end
         end
         local reply = {1}
         for _ = 1, tonumber(take()) do
