@@ -9,7 +9,7 @@ use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -103,56 +103,110 @@ fn kind_and_order_travel_with_each_message() {
     });
 }
 
-/// `producers` processes (each a cluster instance of its own) feed parts of
-/// one queue; its reader ends only after the last of them ended, having
-/// read every message.
+/// Microseconds since the epoch: a clock that processes share.
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// One feeder of `end_waits_for_every_producer`, run by it as a child
+/// process (this test binary, with `EZQ_TEST_FEEDER` set to `URL JOB K
+/// PER`): it registers with its first put, waits for the go, feeds
+/// `K * PER .. (K + 1) * PER`, ends, and prints when its END went.
+#[test]
+#[ignore = "a child process of the end_with_*_producers tests"]
+fn feeder_process() {
+    let Ok(spec) = std::env::var("EZQ_TEST_FEEDER") else {
+        return;
+    };
+    let words: Vec<&str> = spec.split(' ').collect();
+    let [url, job, k, per] = words.as_slice() else {
+        panic!("EZQ_TEST_FEEDER={spec:?}")
+    };
+    let (k, per): (u64, u64) = (k.parse().unwrap(), per.parse().unwrap());
+    // Only feeds: runs none of the workers.
+    let c = Cluster::connect(url, job)
+        .unwrap()
+        .run_here(Vec::<String>::new());
+    let p = pipeline! {
+        cluster = c;
+        numbers[redis] -> double -> doubled[redis];
+    };
+    p.numbers.put(k * per);
+    let mut admin = redis::Client::open(*url).unwrap().get_connection().unwrap();
+    let go = format!("ezq-test:{job}:go");
+    while !redis::cmd("EXISTS")
+        .arg(&go)
+        .query::<bool>(&mut admin)
+        .unwrap()
+    {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The feeders end one after the other, slowly.
+    thread::sleep(Duration::from_millis(200 * k));
+    p.numbers.feed((1..per).map(|i| k * per + i));
+    p.numbers.end();
+    println!("ended at {}", unix_micros());
+    p.join().unwrap();
+}
+
+/// `producers` feeder processes each feed a part of one queue; its reader
+/// ends only after the last of them ended, having read every message.
 fn end_waits_for_every_producer(producers: usize) {
     let server = server!();
     let url = server.url();
     let job = format!("producers-{producers}");
     let reader = cluster(&server, &job);
     let per = 3_000u64;
+    let mut admin = server.client().get_connection().unwrap();
     within(60, move || {
-        let started = Arc::new(Barrier::new(producers + 1));
-        let feeders: Vec<_> = (0..producers as u64)
+        let feeders: Vec<Child> = (0..producers)
             .map(|k| {
-                let (url, job, started) = (url.clone(), job.clone(), Arc::clone(&started));
-                thread::spawn(move || {
-                    // Only feeds: runs none of the workers.
-                    let c = Cluster::connect(&url, &job)
-                        .unwrap()
-                        .run_here(Vec::<String>::new());
-                    let p = pipeline! {
-                        cluster = c;
-                        numbers[redis] -> double -> doubled[redis];
-                    };
-                    // Registered before anyone ends: the first put counts.
-                    p.numbers.put(k * per);
-                    started.wait();
-                    // Producers end one after the other, slowly.
-                    thread::sleep(Duration::from_millis(200 * k));
-                    p.numbers.feed((1..per).map(|i| k * per + i));
-                    p.join().unwrap();
-                    Instant::now()
-                })
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--ignored", "--exact", "feeder_process", "--nocapture"])
+                    .env("EZQ_TEST_FEEDER", format!("{url} {job} {k} {per}"))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("the feeder starts")
             })
             .collect();
         let p = pipeline! {
             cluster = reader;
             numbers[redis] -> double * 2 -> doubled;
         };
-        started.wait();
-        let mut seen: Vec<u64> = p.doubled.iter().map(|m| m.data / 2).collect();
-        let ended_at = Instant::now();
-        let last_end = feeders
-            .into_iter()
-            .map(|f| f.join().unwrap())
-            .max()
+        // Every feeder registered before the first may end.
+        let producers_key = format!("ezq:{{{job}}}:q:numbers:producers");
+        while redis::cmd("ZCARD")
+            .arg(&producers_key)
+            .query::<usize>(&mut admin)
+            .unwrap()
+            < producers
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        redis::cmd("SET")
+            .arg(format!("ezq-test:{job}:go"))
+            .arg(1)
+            .query::<()>(&mut admin)
             .unwrap();
-        assert!(
-            ended_at >= last_end,
-            "the queue ended before its last producer did"
-        );
+        let mut seen: Vec<u64> = p.doubled.iter().map(|m| m.data / 2).collect();
+        let reader_ended = unix_micros();
+        for feeder in feeders {
+            let output = feeder.wait_with_output().unwrap();
+            assert!(output.status.success(), "a feeder failed");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let ended: u128 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ended at "))
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or_else(|| panic!("the feeder said when it ended: {text}"));
+            assert!(
+                reader_ended >= ended,
+                "the queue ended before one of its producers did"
+            );
+        }
         seen.sort_unstable();
         assert_eq!(seen, (0..per * producers as u64).collect::<Vec<_>>());
         p.join().unwrap();
