@@ -22,7 +22,7 @@ use crate::error::{Stopped, panic_message};
 use crate::pipeline::{Pipeline, Running};
 use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
-use crate::transport::{self, Ending, Item, Rx, Tx};
+use crate::transport::{self, Ending, Item, Rx, ThreadEnd, Tx};
 use crate::worker::{WorkerResult, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
@@ -321,7 +321,7 @@ type MakeSource =
     fn(&(dyn Any + Send), &Arc<Control>) -> (Arc<dyn Any + Send + Sync>, Arc<dyn SourceControl>);
 type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
 type DeadLetters = fn(&(dyn Any + Send)) -> Option<Arc<AtomicU64>>;
-type Register = fn(&(dyn Any + Send));
+type PrepareRemote = fn(&(dyn Any + Send), Box<dyn Fn() -> bool + Send + Sync>, bool);
 type MakeLeftovers = fn(&(dyn Any + Send)) -> Arc<dyn Leftovers>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
@@ -339,7 +339,7 @@ struct QueueNode {
     counters: MakeEnd,
     leftovers: MakeLeftovers,
     dead_letters: DeadLetters,
-    register: Register,
+    prepare_remote: PrepareRemote,
 }
 
 struct WorkerNode {
@@ -350,6 +350,19 @@ struct WorkerNode {
     /// The stack size of its threads, if not Rust's default.
     stack: Option<usize>,
     open: OpenReplica,
+}
+
+impl QueueNode {
+    /// The most messages the queue holds; `None` if unbounded.
+    fn messages(&self, sink: bool) -> Option<usize> {
+        match self.capacity {
+            #[cfg(feature = "redis")]
+            Capacity::Default if self.redis && !sink => {
+                Some(DEFAULT_CAPACITY.max(REDIS_BLOCKS * self.block.unwrap_or(1)))
+            }
+            capacity => capacity.messages(sink, self.block, self.size),
+        }
+    }
 }
 
 impl WorkerNode {
@@ -442,10 +455,19 @@ fn dead_letters_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Option<Arc<
     channel_of::<T>(channel).tx.dead_letters()
 }
 
-/// Counts this process as a producer of the queue (a Redis-backed queue's
-/// readers wait for its END).
-fn register_producer_of<T: Send + 'static>(channel: &(dyn Any + Send)) {
-    channel_of::<T>(channel).tx.register_producer();
+/// Readies a remote queue's producer side: it stops waiting for room once
+/// `stop` says so, and counts as a producer of the queue at once if
+/// `register` (a worker here produces it: its readers wait for its END).
+fn prepare_remote_of<T: Send + 'static>(
+    channel: &(dyn Any + Send),
+    stop: Box<dyn Fn() -> bool + Send + Sync>,
+    register: bool,
+) {
+    let tx = &channel_of::<T>(channel).tx;
+    tx.stop_when(stop);
+    if register {
+        tx.register_producer();
+    }
 }
 
 fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn Leftovers> {
@@ -553,9 +575,9 @@ impl Graph {
     /// processes, each running its part. Its messages travel encoded with
     /// serde (postcard), with their kind and order; its producers put, and
     /// its readers take, `block` messages at a time (`None`: 256). Its
-    /// capacity counts the entries on the server: [`Capacity::Default`]
-    /// gives room for 16 blocks (4,096 messages in blocks of 256), for
-    /// sinks too.
+    /// capacity counts the entries on the server not yet acknowledged:
+    /// [`Capacity::Default`] gives room for 16 blocks (4,096 messages in
+    /// blocks of 256), and none for a sink, as for a local queue.
     ///
     /// What is guaranteed across processes is described in
     /// [`ezq::cluster`](crate::cluster).
@@ -611,7 +633,7 @@ impl Graph {
             counters: counters_of::<T>,
             leftovers: leftovers_of::<T>,
             dead_letters: dead_letters_of::<T>,
-            register: register_producer_of::<T>,
+            prepare_remote: prepare_remote_of::<T>,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -746,7 +768,7 @@ impl Graph {
                 };
                 let spec = ChannelSpec {
                     name: &q.name,
-                    messages: q.capacity.messages(readers[i].is_empty(), q.block, q.size),
+                    messages: q.messages(readers[i].is_empty()),
                     block: q.block,
                     ending,
                     #[cfg(feature = "redis")]
@@ -757,12 +779,14 @@ impl Graph {
             .collect();
         // A Redis-backed queue's readers wait for the END of every process
         // that produces it here: it registers before any reader can look.
-        for (i, q) in self.queues.iter().enumerate() {
+        // Its producers stop waiting for room when the pipeline is cancelled
+        // (its readers, elsewhere, are not).
+        for (i, q) in self.queues.iter().enumerate().filter(|(_, q)| q.redis) {
             let local_producer =
                 (self.workers.iter()).any(|w| here(&w.name) && w.outputs.contains(&i));
-            if q.redis && local_producer {
-                (q.register)(channels[i].as_ref());
-            }
+            let control = Arc::clone(&control);
+            let stop = Box::new(move || control.is_cancelled());
+            (q.prepare_remote)(channels[i].as_ref(), stop, local_producer);
         }
         let mut source_controls = Vec::new();
         let sources = (self.queues.iter().enumerate())
@@ -785,7 +809,7 @@ impl Graph {
         let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
-                capacity: q.capacity.messages(readers.is_empty(), q.block, q.size),
+                capacity: q.messages(readers.is_empty()),
                 readers,
                 counters: (q.counters)(channels[i].as_ref()),
                 remote: (q.dead_letters)(channels[i].as_ref()),
@@ -804,6 +828,7 @@ impl Graph {
                 });
                 let body = (w.open)(&channels, &ctx);
                 let thread_control = Arc::clone(&control);
+                let cancel = Arc::clone(&control);
                 let finished = Arc::clone(&counters);
                 let handle = spawn_thread(format!("{name}#{replica}"), w.stack, move || {
                     let _finished = Finished(finished);
@@ -812,12 +837,18 @@ impl Graph {
                         control::enter(thread_control, || trace::replica(&ctx.counters, body))
                     }));
                     let failure = match &outcome {
-                        Ok(Ok(())) => None,
+                        Err(payload) if !payload.is::<Stopped>() => {
+                            Some(panic_message(payload.as_ref()))
+                        }
                         Ok(Err(error)) => Some(error.clone()),
-                        Err(payload) if payload.is::<Stopped>() => None,
-                        Err(payload) => Some(panic_message(payload.as_ref())),
+                        _ => None,
                     };
-                    transport::thread_done(failure.as_deref());
+                    transport::thread_done(match (&outcome, &failure) {
+                        (_, Some(error)) => ThreadEnd::Failed(error),
+                        (Err(_), None) => ThreadEnd::Stopped,
+                        _ if cancel.is_cancelled() => ThreadEnd::Stopped,
+                        _ => ThreadEnd::Returned,
+                    });
                     outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
                 });
                 threads.push(Running { counters, handle });

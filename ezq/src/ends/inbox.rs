@@ -188,6 +188,7 @@ impl<T> Inbox<T> {
     /// ```
     pub fn discard_rest(mut self) {
         self.queue.counters.discard();
+        self.rx.discard();
         self.done = true;
     }
 

@@ -50,6 +50,10 @@ pub(crate) struct SourceEnd<T> {
     /// Live [`SourceWriter`](crate::SourceWriter)s, and the END they hold
     /// back.
     writers: Mutex<Writers>,
+    /// A remote queue (on Redis) whose readers do not yet count this
+    /// pipeline as one of its producers: the first put registers it, before
+    /// anything is accepted.
+    unregistered: AtomicBool,
 }
 
 /// The threads with a live writer on a source (one entry per writer), and
@@ -76,7 +80,6 @@ impl<T: Send + 'static> SourceEnd<T> {
         control: Arc<Control>,
     ) -> Arc<Self> {
         Arc::new(SourceEnd {
-            tx,
             batch,
             queue,
             control,
@@ -86,7 +89,27 @@ impl<T: Send + 'static> SourceEnd<T> {
             owner: AtomicU64::new(0),
             owner_pending: AtomicU64::new(0),
             writers: Mutex::default(),
+            unregistered: AtomicBool::new(tx.is_remote()),
+            tx,
         })
+    }
+
+    /// Counts this pipeline as a producer of a remote queue, once: a put
+    /// that this fails for (the queue's job already finished) is refused
+    /// loudly, before anything is accepted.
+    #[cold]
+    #[inline(never)]
+    fn register(&self) {
+        self.tx.register_producer();
+        self.unregistered.store(false, Ordering::Release);
+    }
+
+    /// Registers as a producer of a remote queue now, if not yet (a writer
+    /// opens: it puts without passing through [`try_put`](Self::try_put)).
+    pub(crate) fn register_if_needed(&self) {
+        if self.unregistered.load(Ordering::Acquire) {
+            self.register();
+        }
     }
 
     pub(crate) fn batch(&self) -> Option<&SharedBlock<T>> {
@@ -110,6 +133,9 @@ impl<T: Send + 'static> SourceEnd<T> {
         };
         if self.control.is_cancelled() {
             return Err(Disconnected(msg));
+        }
+        if self.unregistered.load(Ordering::Relaxed) {
+            self.register();
         }
         self.wait_for_window(msg.order, || self.flush_for_wait());
         let sent = match &self.batch {

@@ -85,6 +85,7 @@ impl<T: Send + 'static> Source<T> {
 
 impl<'a, T: Send + 'static> SourceWriter<'a, T> {
     fn new(source: &'a Source<T>, end: &Arc<SourceEnd<T>>) -> Self {
+        end.register_if_needed();
         let thread = thread_number();
         let local = end.batch().map(|shared| {
             end.writer_opened(thread);

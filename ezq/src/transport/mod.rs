@@ -119,13 +119,29 @@ pub(crate) fn flush_thread() {
     redis::flush_thread();
 }
 
-/// A worker thread finishes, with its failure if it failed: on Redis-backed
-/// queues, the message it was handling is done or goes back (see
-/// [`redis`]), and its part of the queues it produced ends.
+/// How a worker thread finished, for what it holds of remote queues.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum ThreadEnd<'a> {
+    /// It returned: the message it was handling was handled.
+    Returned,
+    /// It failed (panicked or returned `Err`) with this error.
+    Failed(&'a str),
+    /// It stopped before handling the message it held (its readers were
+    /// gone, or the pipeline was cancelled).
+    Stopped,
+}
+
+/// A worker thread finishes: on Redis-backed queues, the message it was
+/// handling is done, goes back, or counts a failure (see [`redis`]), and
+/// its part of the queues it produced ends.
 #[inline]
-pub(crate) fn thread_done(_failure: Option<&str>) {
+pub(crate) fn thread_done(_how: ThreadEnd) {
     #[cfg(feature = "redis")]
-    redis::thread_done(_failure);
+    redis::thread_done(match _how {
+        ThreadEnd::Returned => redis::Outcome::Done,
+        ThreadEnd::Failed(error) => redis::Outcome::Failed(error),
+        ThreadEnd::Stopped => redis::Outcome::GaveBack,
+    });
 }
 
 impl<T> Clone for Tx<T> {
@@ -180,7 +196,7 @@ impl<T> Tx<T> {
         match self {
             Tx::Local(tx) => tx.send_deadline(item, deadline),
             #[cfg(feature = "redis")]
-            Tx::Redis(tx) => tx.send(item).map_err(SendError::Gone),
+            Tx::Redis(tx) => tx.send_deadline(item, deadline),
         }
     }
 
@@ -200,6 +216,25 @@ impl<T> Tx<T> {
             Tx::Local(tx) => tx.capacity(),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.capacity(),
+        }
+    }
+
+    /// Whether the queue's messages live outside this process.
+    pub(crate) fn is_remote(&self) -> bool {
+        match self {
+            Tx::Local(_) => false,
+            #[cfg(feature = "redis")]
+            Tx::Redis(_) => true,
+        }
+    }
+
+    /// Makes the queue's producers stop waiting for room once `stop` says
+    /// so (a remote queue is not emptied by this process's cancel).
+    pub(crate) fn stop_when(&self, _stop: Box<dyn Fn() -> bool + Send + Sync>) {
+        match self {
+            Tx::Local(_) => {}
+            #[cfg(feature = "redis")]
+            Tx::Redis(tx) => tx.stop_when(_stop),
         }
     }
 
@@ -273,6 +308,16 @@ impl<T> Rx<T> {
             Rx::Local(_) => false,
             #[cfg(feature = "redis")]
             Rx::Redis(_) => true,
+        }
+    }
+
+    /// A reader discards the rest of the queue on purpose: on a remote
+    /// queue, for every process (what is put from now on is dropped).
+    pub(crate) fn discard(&self) {
+        match self {
+            Rx::Local(_) => {}
+            #[cfg(feature = "redis")]
+            Rx::Redis(rx) => rx.discard(),
         }
     }
 

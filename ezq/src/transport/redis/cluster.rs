@@ -97,7 +97,8 @@ pub(crate) struct Shared {
     /// The server's address, as given, for messages.
     pub(crate) url: String,
     pub(crate) job: String,
-    /// This process's name among the job's producers and consumers.
+    /// This cluster handle's name among the job's producers and consumers:
+    /// unique per handle, so clones given other settings never share one.
     pub(crate) instance: String,
     /// The workers that run here; `None`: all of them.
     pub(crate) here: Option<HashSet<String>>,
@@ -106,8 +107,9 @@ pub(crate) struct Shared {
     pub(crate) max_failures: u64,
     /// How long an operation retries while the server is unreachable.
     pub(crate) give_up: Duration,
-    /// The producer leases this process keeps alive (producer-set keys).
-    leases: Mutex<Vec<String>>,
+    /// The producer leases this process keeps alive: (producer set,
+    /// producer).
+    leases: Mutex<Vec<(String, String)>>,
     heartbeat_started: AtomicBool,
     /// Set when an operation gave up on the server: later ones fail at
     /// once instead of each waiting out [`give_up`](Shared::give_up).
@@ -115,8 +117,27 @@ pub(crate) struct Shared {
     /// Set when a lease could not be renewed in time: this process may no
     /// longer count as a producer, and must not write as one.
     pub(crate) lease_lost: AtomicBool,
-    /// Consumer names handed out, one per thread that reads.
-    consumers: AtomicU64,
+}
+
+/// Numbers that make names unique within this process: of cluster
+/// handles, of consumers (reading threads), of producers (a queue's ends in
+/// one pipeline).
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+static CONSUMERS: AtomicU64 = AtomicU64::new(0);
+static PRODUCERS: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other cluster handle, here or in another process, has.
+fn new_instance() -> String {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+    format!(
+        "{host}-{}-{:x}-{}",
+        std::process::id(),
+        since_epoch.as_nanos() & 0xffff_ffff,
+        INSTANCES.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl fmt::Debug for Cluster {
@@ -202,15 +223,7 @@ impl Cluster {
         redis::cmd("PING")
             .query::<String>(&mut conn)
             .map_err(|e| ClusterError::new(format!("ezq: Redis at {url} did not answer: {e}")))?;
-        let since_epoch = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
-        let instance = format!(
-            "{host}-{}-{:x}",
-            std::process::id(),
-            since_epoch.as_nanos() & 0xffff_ffff
-        );
+        let instance = new_instance();
         Ok(Cluster {
             shared: Arc::new(Shared {
                 client,
@@ -226,17 +239,20 @@ impl Cluster {
                 heartbeat_started: AtomicBool::new(false),
                 lost: AtomicBool::new(false),
                 lease_lost: AtomicBool::new(false),
-                consumers: AtomicU64::new(0),
             }),
         })
     }
 
+    /// A handle with changed settings, and a name of its own: pipelines
+    /// started from the original and from the copy are distinct producers
+    /// and consumers.
     fn with(self, change: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+        let shared = &self.shared;
+        let mut copy = Shared {
             client: shared.client.clone(),
             url: shared.url.clone(),
             job: shared.job.clone(),
-            instance: shared.instance.clone(),
+            instance: new_instance(),
             here: shared.here.clone(),
             claim_after: shared.claim_after,
             lease: shared.lease,
@@ -246,11 +262,10 @@ impl Cluster {
             heartbeat_started: AtomicBool::new(false),
             lost: AtomicBool::new(false),
             lease_lost: AtomicBool::new(false),
-            consumers: AtomicU64::new(0),
-        });
-        change(&mut shared);
+        };
+        change(&mut copy);
         Cluster {
-            shared: Arc::new(shared),
+            shared: Arc::new(copy),
         }
     }
 
@@ -343,16 +358,35 @@ impl Cluster {
     /// If the server cannot be reached.
     pub fn remove_job(&self) -> Result<(), ClusterError> {
         let mut conn = self.shared.connect().map_err(|e| self.shared.error(&e))?;
-        let pattern = format!("ezq:{{{}}}:*", self.shared.job);
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query(&mut conn)
-            .map_err(|e| self.shared.error(&e))?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query::<()>(&mut conn)
+        // The job's name may hold glob characters: escaped, it matches
+        // only itself.
+        let job: String = (self.shared.job.chars())
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = format!("ezq:{{{job}}}:*");
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut conn)
                 .map_err(|e| self.shared.error(&e))?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(keys)
+                    .query::<()>(&mut conn)
+                    .map_err(|e| self.shared.error(&e))?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
         Ok(())
     }
@@ -378,8 +412,14 @@ impl Shared {
 
     /// A consumer name for one reading thread of this process.
     pub(crate) fn consumer_name(&self) -> String {
-        let n = self.consumers.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.instance)
+        let n = CONSUMERS.fetch_add(1, Ordering::Relaxed);
+        format!("{}-c{n}", self.instance)
+    }
+
+    /// A producer name for one queue's ends in one pipeline.
+    pub(crate) fn producer_name(&self) -> String {
+        let n = PRODUCERS.fetch_add(1, Ordering::Relaxed);
+        format!("{}-p{n}", self.instance)
     }
 
     pub(crate) fn error(&self, e: &RedisError) -> ClusterError {
@@ -454,18 +494,37 @@ impl Shared {
         }
     }
 
-    /// Registers this process as a producer of a queue (its producer set
-    /// is `producers`), with a lease renewed until it ends the queue.
-    pub(crate) fn register(self: &Arc<Self>, conn: &mut Option<Connection>, producers: &str) {
+    /// Registers `producer` as a producer of a queue (its producer set is
+    /// `producers`), with a lease renewed until it ends the queue.
+    ///
+    /// # Panics
+    /// If the queue has already ended for its readers (an earlier run of
+    /// the job finished it): what this producer put would reach nobody.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        conn: &mut Option<Connection>,
+        queue: &str,
+        producers: &str,
+        over: &str,
+        producer: &str,
+    ) {
         let lease = self.lease.as_millis() as u64;
-        self.retry(conn, "register a producer", |c| {
+        let registered: i64 = self.retry(conn, "register a producer", |c| {
             scripts::REGISTER
                 .key(producers)
-                .arg(&self.instance)
+                .key(over)
+                .arg(producer)
                 .arg(lease)
-                .invoke::<()>(c)
+                .invoke(c)
         });
-        lock(&self.leases).push(producers.to_owned());
+        assert!(
+            registered == 1,
+            "ezq: the Redis queue `{queue}` of job `{}` has already ended: a run of this job finished it, \
+             so what is put now would reach no reader. Remove the job's keys (Cluster::remove_job) or \
+             give this run another job name (EZQ_JOB)",
+            self.job
+        );
+        lock(&self.leases).push((producers.to_owned(), producer.to_owned()));
         if !self.heartbeat_started.swap(true, Ordering::AcqRel) {
             let weak = Arc::downgrade(self);
             thread::Builder::new()
@@ -475,16 +534,19 @@ impl Shared {
         }
     }
 
-    /// Ends this process's part of a queue: readers stop counting it. If
-    /// the server cannot be reached, the lease is no longer renewed, so
-    /// the readers stop counting this process when it runs out.
-    pub(crate) fn end(&self, conn: &mut Option<Connection>, producers: &str, ended: &str) {
-        lock(&self.leases).retain(|k| k != producers);
+    /// Ends `producer`'s part of a queue: readers stop counting it. If the
+    /// server cannot be reached, the lease is no longer renewed, so the
+    /// readers stop counting it when the lease runs out.
+    pub(crate) fn end(
+        &self,
+        conn: &mut Option<Connection>,
+        producers: &str,
+        ended: &str,
+        producer: &str,
+    ) {
+        lock(&self.leases).retain(|(k, p)| k != producers || p != producer);
         let _ = self.attempt(conn, "end a queue", |c| {
-            redis::cmd("SADD")
-                .arg(ended)
-                .arg(&self.instance)
-                .query::<()>(c)
+            redis::cmd("SADD").arg(ended).arg(producer).query::<()>(c)
         });
     }
 }
@@ -513,7 +575,7 @@ fn heartbeat(shared: &Weak<Shared>) {
         let period = s.lease / 3;
         let leases = lock(&s.leases).clone();
         let lease = s.lease.as_millis() as u64;
-        for key in leases {
+        for (key, producer) in leases {
             let renewed = conn
                 .get_or_insert_with(|| s.connect())
                 .as_mut()
@@ -521,7 +583,7 @@ fn heartbeat(shared: &Weak<Shared>) {
                 .and_then(|c| {
                     scripts::RENEW
                         .key(&key)
-                        .arg(&s.instance)
+                        .arg(&producer)
                         .arg(lease)
                         .invoke::<i64>(c)
                         .map_err(|e| e.to_string())

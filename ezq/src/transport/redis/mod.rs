@@ -29,12 +29,12 @@ use std::time::Instant;
 use redis::Value;
 
 use self::cluster::Shared;
-use self::session::Next;
+use self::session::{Next, Room};
 use super::{Item, SendError};
 use crate::Msg;
 use crate::sync::lock;
 
-pub(crate) use session::{flush_thread, thread_done, worker_thread};
+pub(crate) use session::{Outcome, flush_thread, thread_done, worker_thread};
 
 /// The group every reader of a stream belongs to.
 const GROUP: &str = "readers";
@@ -57,38 +57,60 @@ pub(crate) struct StreamInfo {
     pub(crate) ended_set: String,
     /// The message type's name.
     type_key: String,
+    /// Entries not yet acknowledged (see [`scripts`]).
+    pub(crate) live: String,
+    /// Set once readers saw the END: no producer registers after it.
+    pub(crate) over: String,
+    /// How many times each claimed entry was handed out.
+    pub(crate) attempts: String,
+    /// Set when a reader discarded the rest of the queue on purpose.
+    pub(crate) discarded: String,
     /// The most entries the stream holds before producers wait.
     pub(crate) capacity: usize,
     /// Messages read or written at once.
     pub(crate) block: usize,
     /// Readers saw the END.
     pub(crate) ended: AtomicBool,
-    /// This process registered as a producer / ended its part.
-    registered: Mutex<bool>,
+    /// This pipeline's name as a producer of the queue, once registered;
+    /// whether it ended its part.
+    producer: Mutex<Option<String>>,
     end_sent: AtomicBool,
+    /// Whether the pipeline was cancelled: a producer waiting for room
+    /// stops waiting.
+    pub(crate) stop: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
     /// Messages sent to the dead-letter stream by this process.
     pub(crate) dead_lettered: Arc<AtomicU64>,
 }
 
 impl StreamInfo {
-    /// Registers this process as a producer, once.
+    /// Registers this pipeline as a producer, once.
     pub(crate) fn register(&self, conn: &mut Option<redis::Connection>) {
-        let mut registered = lock(&self.registered);
-        if !*registered {
-            self.cluster.register(conn, &self.producers);
-            *registered = true;
+        let mut producer = lock(&self.producer);
+        if producer.is_none() {
+            let name = self.cluster.producer_name();
+            (self.cluster).register(conn, &self.name, &self.producers, &self.over, &name);
+            *producer = Some(name);
         }
     }
 
-    fn is_registered(&self) -> bool {
-        *lock(&self.registered)
+    /// This pipeline's name as a producer, if it registered.
+    pub(crate) fn producer(&self) -> Option<String> {
+        lock(&self.producer).clone()
     }
 
-    /// Ends this process's part of the queue, if it is a producer.
+    /// Ends this pipeline's part of the queue, if it is a producer.
     pub(crate) fn end(&self, conn: &mut Option<redis::Connection>) {
-        if self.is_registered() && !self.end_sent.swap(true, Ordering::AcqRel) {
-            self.cluster.end(conn, &self.producers, &self.ended_set);
+        if let Some(name) = self.producer()
+            && !self.end_sent.swap(true, Ordering::AcqRel)
+        {
+            self.cluster
+                .end(conn, &self.producers, &self.ended_set, &name);
         }
+    }
+
+    /// Whether the pipeline was cancelled.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.get().is_some_and(|stop| stop())
     }
 }
 
@@ -143,12 +165,17 @@ impl<T> Stream<T> {
                 producers: format!("{key}:producers"),
                 ended_set: format!("{key}:ended"),
                 type_key: format!("{key}:type"),
+                live: format!("{key}:live"),
+                over: format!("{key}:over"),
+                attempts: format!("{key}:attempts"),
+                discarded: format!("{key}:discarded"),
                 key,
                 capacity: capacity.max(1),
                 block: block.max(1),
                 ended: AtomicBool::new(false),
-                registered: Mutex::new(false),
+                producer: Mutex::new(None),
                 end_sent: AtomicBool::new(false),
+                stop: std::sync::OnceLock::new(),
                 dead_lettered: Arc::default(),
             }),
             type_name: codec.type_name,
@@ -293,19 +320,44 @@ impl<T> Tx<T> {
         session::register(&self.stream.info);
     }
 
-    pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
+    /// Sends; then, if the queue is full, waits for room as `room` says.
+    fn send_waiting(&self, item: Item<T>, room: Room) {
         match item {
-            Item::Msg(msg) => session::put(vec![self.stream.encode(&msg)]),
+            Item::Msg(msg) => session::put(vec![self.stream.encode(&msg)], room),
             Item::Batch(block) => {
-                session::put(block.iter().map(|m| self.stream.encode(m)).collect())
+                session::put(block.iter().map(|m| self.stream.encode(m)).collect(), room);
             }
             Item::End => session::end(&self.stream.info),
         }
+    }
+
+    /// Sends, and waits while the queue is full (or until the pipeline is
+    /// cancelled).
+    pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
+        self.send_waiting(item, Room::Wait);
         Ok(())
     }
 
+    /// Sends without waiting for room: the queue may go over its capacity
+    /// by what this send holds.
     pub(crate) fn try_send(&self, item: Item<T>) -> Result<(), SendError<T>> {
-        self.send(item).map_err(SendError::Gone)
+        self.send_waiting(item, Room::DontWait);
+        Ok(())
+    }
+
+    /// Sends, waiting for room until `deadline` at most.
+    pub(crate) fn send_deadline(
+        &self,
+        item: Item<T>,
+        deadline: Instant,
+    ) -> Result<(), SendError<T>> {
+        self.send_waiting(item, Room::Until(deadline));
+        Ok(())
+    }
+
+    /// Stops the queue's producers waiting for room once `stop` says so.
+    pub(crate) fn stop_when(&self, stop: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.stream.info.stop.set(stop);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -344,6 +396,13 @@ impl<T> Rx<T> {
 
     pub(crate) fn len(&self) -> usize {
         session::buffered(&self.stream.info)
+    }
+
+    /// A reader discards the rest of the queue on purpose, for every
+    /// process: what is put into it from now on is dropped, and its
+    /// producers never wait for room.
+    pub(crate) fn discard(&self) {
+        session::discard(&self.stream.info);
     }
 
     /// This thread's reader of the queue is gone: what it took and did

@@ -46,6 +46,31 @@ pub(crate) struct Entry {
     pub(crate) data: Vec<u8>,
     /// How many times workers failed on it.
     failures: u64,
+    /// Taken over from another consumer: handed out one at a time.
+    claimed: bool,
+}
+
+/// Whether a producer waits when what it wrote left the queue full.
+#[derive(Clone, Copy)]
+pub(crate) enum Room {
+    /// Until there is room (or the pipeline is cancelled).
+    Wait,
+    /// Not at all.
+    DontWait,
+    /// Until there is room, or this instant.
+    Until(Instant),
+}
+
+/// How a worker thread finished.
+pub(crate) enum Outcome<'a> {
+    /// It returned: the message in hand was handled.
+    Done,
+    /// It failed on the message in hand, with this error.
+    Failed(&'a str),
+    /// It stopped before handling the message in hand (its outputs' readers
+    /// were gone, or the pipeline was cancelled): the message stays on the
+    /// server for another consumer.
+    GaveBack,
 }
 
 /// What a reader gets.
@@ -75,6 +100,9 @@ struct InHand {
 struct Reading {
     stream: Arc<StreamInfo>,
     buffered: VecDeque<Entry>,
+    /// When what this thread holds of the stream last had its idle time
+    /// restarted (read, claimed, or touched by a commit).
+    held_since: Instant,
     /// When this thread last looked for entries to claim, and where.
     last_claim: Instant,
     cursor: String,
@@ -97,6 +125,9 @@ struct Session {
     kept: Vec<Arc<Producer>>,
     /// Set when the server was lost for good: no more calls.
     broken: bool,
+    /// The message last handed out was claimed: it is committed as soon
+    /// as it is done, alone.
+    last_claimed: bool,
 }
 
 thread_local! {
@@ -122,8 +153,8 @@ fn with<R>(cluster: &Arc<Shared>, f: impl FnOnce(&mut Session) -> R) -> R {
             .as_ref()
             .is_some_and(|s| Arc::ptr_eq(&s.cluster, cluster));
         if !reuse {
-            if let Some(old) = slot.take() {
-                old.finish(None);
+            if let Some(mut old) = slot.take() {
+                old.finish(Outcome::Done);
             }
             *slot = Some(Session {
                 cluster: Arc::clone(cluster),
@@ -137,6 +168,7 @@ fn with<R>(cluster: &Arc<Shared>, f: impl FnOnce(&mut Session) -> R) -> R {
                 released: Vec::new(),
                 kept: Vec::new(),
                 broken: false,
+                last_claimed: false,
             });
         }
         f(slot.as_mut().expect("opened above"))
@@ -152,8 +184,8 @@ pub(crate) fn register(stream: &Arc<StreamInfo>) {
 }
 
 /// Puts messages; a worker's wait for its next commit, anyone else's are
-/// written now.
-pub(crate) fn put(outputs: Vec<Output>) {
+/// written now (and wait for room as `room` says).
+pub(crate) fn put(outputs: Vec<Output>, room: Room) {
     let Some(first) = outputs.first() else { return };
     let stream = Arc::clone(&first.stream);
     with(&stream.cluster, |s| {
@@ -165,7 +197,7 @@ pub(crate) fn put(outputs: Vec<Output>) {
             _ => s.free.extend(outputs),
         }
         if !is_worker() || s.free.len() >= stream.block {
-            s.commit();
+            s.commit(room);
         }
     });
 }
@@ -173,7 +205,7 @@ pub(crate) fn put(outputs: Vec<Output>) {
 /// Ends this process's part of `stream`, behind everything this thread put.
 pub(crate) fn end(stream: &Arc<StreamInfo>) {
     with(&stream.cluster, |s| {
-        s.commit();
+        s.commit(Room::DontWait);
         stream.end(&mut s.conn);
     });
 }
@@ -200,8 +232,18 @@ pub(crate) fn flush_thread() {
             && let Some(s) = slot.as_mut()
             && (!s.done.is_empty() || !s.free.is_empty())
         {
-            s.commit();
+            s.commit(Room::Wait);
         }
+    });
+}
+
+/// Marks `stream` discarded on the server (see [`scripts::COMMIT`]).
+pub(crate) fn discard(stream: &Arc<StreamInfo>) {
+    with(&stream.cluster, |s| {
+        let key = stream.discarded.clone();
+        s.call("discard a queue", |c| {
+            redis::cmd("SET").arg(&key).arg(1).query::<()>(c)
+        });
     });
 }
 
@@ -238,34 +280,48 @@ pub(crate) fn reader_closed(stream: &Arc<StreamInfo>) {
         let Some(s) = slot.as_mut() else { return };
         s.hand_done();
         s.release_buffered(Some(stream));
-        s.commit();
+        s.commit(Room::DontWait);
     });
 }
 
-/// A worker thread finishes, with its failure if it failed: the message
-/// in hand was done (or, on a failure, goes back to its queue, or to the
-/// dead letters once it has failed too often), what was taken and not
-/// handed out goes back, and everything else is committed; then the
-/// queues this thread produced end their part. Returns the queues whose
-/// message went to the dead letters.
-pub(crate) fn thread_done(failure: Option<&str>) {
+/// A worker thread finishes: the message in hand was done, or failed
+/// (it goes back to its queue, or to the dead letters once it has failed
+/// too often), or was given back; what was taken and not handed out goes
+/// back, and everything else is committed; then the queues this thread
+/// produced end their part.
+pub(crate) fn thread_done(outcome: Outcome) {
     let session = SESSION.with(|cell| cell.borrow_mut().take());
-    if let Some(session) = session {
-        session.finish(failure);
+    if let Some(mut session) = session {
+        session.finish(outcome);
+    }
+}
+
+impl Drop for Session {
+    /// A thread that is not a worker (one that read a sink, say) ends:
+    /// what it was handed is done, what it took and was not handed goes
+    /// back. Never panics (a panic here would abort the process).
+    fn drop(&mut self) {
+        if self.broken || thread::panicking() {
+            return;
+        }
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.finish(Outcome::Done);
+        }));
     }
 }
 
 impl Session {
-    fn finish(mut self, failure: Option<&str>) {
+    fn finish(&mut self, outcome: Outcome) {
         if self.broken {
             return;
         }
-        match failure {
-            Some(error) => self.fail_in_hand(error),
-            None => self.hand_done(),
+        match outcome {
+            Outcome::Done => self.hand_done(),
+            Outcome::Failed(error) => self.fail_in_hand(error),
+            Outcome::GaveBack => self.in_hand = None,
         }
         self.release_buffered(None);
-        self.commit();
+        self.commit(Room::DontWait);
         // The producers' ENDs go as `kept` drops, after the commit.
         drop(std::mem::take(&mut self.kept));
     }
@@ -294,6 +350,7 @@ impl Session {
             scripts::FAIL
                 .key(&hand.stream.key)
                 .key(cluster.dead_key())
+                .key(&hand.stream.live)
                 .arg(GROUP)
                 .arg(&name)
                 .arg(&hand.id)
@@ -345,8 +402,14 @@ impl Session {
             self.cluster.url
         );
         self.hand_done();
-        if self.done.len() >= stream.block {
-            self.commit();
+        // Commit a block's worth, and anything done that has been held for
+        // a quarter of `claim_after`: no other consumer should take over
+        // what this one has handled.
+        let held_long =
+            (self.reading.iter()).any(|r| r.held_since.elapsed() >= stream.cluster.claim_after / 4);
+        let doubtful = self.last_claimed;
+        if self.done.len() >= stream.block || (held_long || doubtful) && !self.done.is_empty() {
+            self.commit(Room::Wait);
         }
         let r = match self
             .reading
@@ -358,6 +421,7 @@ impl Session {
                 self.reading.push(Reading {
                     stream: Arc::clone(stream),
                     buffered: VecDeque::new(),
+                    held_since: Instant::now(),
                     last_claim: Instant::now(),
                     cursor: "0-0".to_owned(),
                 });
@@ -366,6 +430,9 @@ impl Session {
         };
         loop {
             if let Some(entry) = self.reading[r].buffered.pop_front() {
+                if entry.claimed && !self.attempt(stream, &entry) {
+                    continue;
+                }
                 return self.hand_out(stream, entry);
             }
             if stream.ended.load(Ordering::Acquire) {
@@ -373,7 +440,7 @@ impl Session {
             }
             // Acknowledge before reading: what is done must not wait on a
             // read that may block.
-            self.commit();
+            self.commit(Room::Wait);
             let wait = deadline.map_or(POLL, |d| {
                 d.saturating_duration_since(Instant::now()).min(POLL)
             });
@@ -386,7 +453,9 @@ impl Session {
                 got = self.claim(r);
             }
             if !got.is_empty() {
-                self.reading[r].buffered.extend(got);
+                let reading = &mut self.reading[r];
+                reading.buffered.extend(got);
+                reading.held_since = Instant::now();
                 continue;
             }
             if self.ended(stream) {
@@ -403,6 +472,7 @@ impl Session {
     }
 
     fn hand_out(&mut self, stream: &Arc<StreamInfo>, entry: Entry) -> Next {
+        self.last_claimed = entry.claimed;
         self.in_hand = Some(InHand {
             stream: Arc::clone(stream),
             id: entry.id.clone(),
@@ -458,7 +528,38 @@ impl Session {
                 || self.in_hand.as_ref().is_some_and(|h| h.id == id)
         };
         let fresh = entries.into_iter().filter(|(id, _)| !holds(id)).collect();
-        parse_entries(&stream, fresh)
+        let mut claimed = parse_entries(&stream, fresh);
+        for e in &mut claimed {
+            e.claimed = true;
+        }
+        claimed
+    }
+
+    /// Before a claimed entry is handed out: what is done is committed (so
+    /// that only this entry is in doubt if the process dies now), and its
+    /// attempt is counted. False if it must not be handed out (set aside,
+    /// or another consumer has it).
+    fn attempt(&mut self, stream: &Arc<StreamInfo>, entry: &Entry) -> bool {
+        self.commit(Room::Wait);
+        let cluster = Arc::clone(&self.cluster);
+        let name = self.name.clone();
+        let outcome: i64 = self.call("count an attempt", |c| {
+            scripts::ATTEMPT
+                .key(&stream.key)
+                .key(cluster.dead_key())
+                .key(&stream.live)
+                .key(&stream.attempts)
+                .arg(GROUP)
+                .arg(&name)
+                .arg(&entry.id)
+                .arg(cluster.max_failures)
+                .arg(&stream.name)
+                .invoke(c)
+        });
+        if outcome == 2 {
+            stream.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome == 1
     }
 
     /// Whether the stream has ended for its readers.
@@ -468,6 +569,7 @@ impl Session {
                 .key(&stream.producers)
                 .key(&stream.ended_set)
                 .key(&stream.key)
+                .key(&stream.over)
                 .arg(GROUP)
                 .invoke(c)
         });
@@ -476,8 +578,8 @@ impl Session {
 
     /// Writes what was put and acknowledges what is done, in one atomic
     /// step (see [`scripts::COMMIT`] for the layout of its arguments);
-    /// then waits while a stream written is over its capacity.
-    fn commit(&mut self) {
+    /// then waits, as `room` says, while a stream written is full.
+    fn commit(&mut self, room: Room) {
         if self.broken || (self.done.is_empty() && self.free.is_empty() && self.released.is_empty())
         {
             return;
@@ -508,14 +610,18 @@ impl Session {
         a.push(self.commits);
         a.push(GROUP);
         a.push(&self.name);
-        a.push(&self.cluster.instance);
-        a.push(out_streams.len());
-        for s in &out_streams {
+        let leases: Vec<(&Arc<StreamInfo>, String)> = (out_streams.iter())
+            .filter_map(|s| Some((*s, s.producer()?)))
+            .collect();
+        a.push(leases.len());
+        for (s, producer) in &leases {
             a.key(&s.producers);
+            a.push(producer);
         }
         a.push(self.done.len());
         for d in &self.done {
             a.key(&d.stream.key);
+            a.key(&d.stream.live);
             a.push(&d.id);
             a.push(d.outputs.len());
             for o in &d.outputs {
@@ -535,13 +641,25 @@ impl Session {
             a.bytes(e.data.clone());
             a.push(e.failures);
         }
+        // What this thread holds and has held long: its idle time restarts.
+        let touch_after = self.cluster.claim_after / 4;
+        let touched: Vec<(&Arc<StreamInfo>, &str)> = (self.reading.iter())
+            .filter(|r| r.held_since.elapsed() >= touch_after)
+            .flat_map(|r| r.buffered.iter().map(move |e| (&r.stream, e.id.as_str())))
+            .chain(self.in_hand.as_ref().map(|h| (&h.stream, h.id.as_str())))
+            .collect();
+        a.push(touched.len());
+        for (s, id) in &touched {
+            a.key(&s.key);
+            a.push(id);
+        }
         a.push(trimmed.len());
         for s in &trimmed {
             a.key(&s.key);
         }
         a.push(out_streams.len());
         for s in &out_streams {
-            a.key(&s.key);
+            a.key(&s.live);
         }
         let out_streams: Vec<Arc<StreamInfo>> = out_streams.into_iter().cloned().collect();
         let mut invocation = scripts::COMMIT.prepare_invoke();
@@ -567,21 +685,40 @@ impl Session {
         self.done.clear();
         self.free.clear();
         self.released.clear();
-        for (s, len) in out_streams.iter().zip(reply.iter().skip(1)) {
-            if usize::try_from(*len).unwrap_or(0) >= s.capacity {
-                self.wait_for_room(s);
+        let now = Instant::now();
+        for r in &mut self.reading {
+            if r.held_since.elapsed() >= touch_after {
+                r.held_since = now;
+            }
+        }
+        for (s, live) in out_streams.iter().zip(reply.iter().skip(1)) {
+            if usize::try_from(*live).unwrap_or(0) >= s.capacity {
+                self.wait_for_room(s, room);
             }
         }
     }
 
-    /// Waits while a stream holds its capacity or more.
-    fn wait_for_room(&mut self, stream: &Arc<StreamInfo>) {
+    /// Waits while a stream holds its capacity of entries not yet
+    /// acknowledged, as `room` says, and never past a cancel.
+    fn wait_for_room(&mut self, stream: &Arc<StreamInfo>, room: Room) {
+        let deadline = match room {
+            Room::DontWait => return,
+            Room::Wait => None,
+            Room::Until(deadline) => Some(deadline),
+        };
         let mut pause = Duration::from_millis(1);
         loop {
-            let len: usize = self.call("measure a queue", |c| {
-                redis::cmd("XLEN").arg(&stream.key).query(c)
+            let (live, discarded): (Option<i64>, Option<i64>) = self.call("measure a queue", |c| {
+                redis::cmd("MGET")
+                    .arg(&stream.live)
+                    .arg(&stream.discarded)
+                    .query(c)
             });
-            if len < stream.capacity {
+            if usize::try_from(live.unwrap_or(0)).unwrap_or(0) < stream.capacity
+                || discarded.is_some()
+                || stream.stopped()
+                || deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return;
             }
             thread::sleep(pause);
@@ -627,6 +764,7 @@ impl Args {
 
     fn output(&mut self, o: &Output) {
         self.key(&o.stream.key);
+        self.key(&o.stream.live);
         self.push(&o.kind);
         self.push(o.order);
         self.bytes(o.data.clone());
@@ -651,6 +789,7 @@ fn parse_entries(stream: &StreamInfo, raw: Vec<super::RawEntry>) -> Vec<Entry> {
                 order,
                 data: data.to_vec(),
                 failures: number("f").unwrap_or(0),
+                claimed: false,
                 id,
             }
         })
