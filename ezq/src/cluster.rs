@@ -54,10 +54,27 @@
 //!   after [`Cluster::max_failures`] it goes to the job's dead-letter
 //!   stream ([`Cluster::dead_letters`]) with the last error, and `join` of
 //!   the process that set it aside counts it as dropped
-//!   ([`DropReason::DeadLettered`](crate::DropReason::DeadLettered)).
-//! - **Bounded.** A Redis-backed queue holds its capacity of entries on
-//!   the server; producers wait while it is full. Acknowledged entries
-//!   are trimmed. [`Cluster::remove_job`] removes a finished job's keys.
+//!   ([`DropReason::DeadLettered`](crate::DropReason::DeadLettered)). A
+//!   message that kills its process (an abort, an out-of-memory kill) is
+//!   caught too: an entry taken over from a dead consumer is handed out
+//!   alone, its attempts counted on the server, and after `max_failures`
+//!   attempts it goes to the dead letters instead of killing the next
+//!   process.
+//! - **Slow is not dead.** A consumer commits what it has handled once it
+//!   has held it for a quarter of [`Cluster::claim_after`], and restarts
+//!   the idle time of what it still holds, so `claim_after` only has to
+//!   exceed the time a worker spends on one message.
+//! - **Bounded.** A Redis-backed queue holds its capacity of entries not
+//!   yet acknowledged; producers wait while it is full (a cancel or a
+//!   deadline ends the wait). Sinks are unbounded unless given a capacity,
+//!   as local ones are. Acknowledged entries are trimmed, by whole stream
+//!   nodes. [`Cluster::remove_job`] removes a finished job's keys.
+//! - **The queue is the job's.** What a reader that returns early leaves
+//!   (and what it took and did not get to) stays on the server for the
+//!   queue's other readers, in this process or another, now or later: it
+//!   is not dropped, and `join` says `Ok`. `Inbox::discard_rest` discards
+//!   the rest for every process: what is put into the queue from then on
+//!   is dropped, on purpose.
 //! - **The server may restart** (with its append-only file on): every
 //!   operation reconnects and retries for up to
 //!   [`Cluster::give_up_after`] (30 s), then the worker fails with an
@@ -72,10 +89,14 @@
 //! pipeline starts; a process feeding it as a source, at its first put
 //! (or its `end`). The queue ends for its readers once at least one
 //! producer registered and every producer has ended or let its lease run
-//! out, and no message is left unacknowledged. So start every feeding
-//! process before the first one ends: one that registers after the queue
-//! ended feeds nobody. A process that neither puts into a source nor ends
-//! it is not one of its producers.
+//! out, and no message is left unacknowledged. The queue is then over for
+//! good: a producer that registers later (a feeder started too late, or a
+//! second run of a finished job under the same name) is refused at its
+//! first put, loudly, rather than feeding nobody. So start every feeding
+//! process before the first one ends, and give each run of a job its own
+//! name (`EZQ_JOB`) or remove the finished job's keys first
+//! ([`Cluster::remove_job`]). A process that neither puts into a source nor
+//! ends it is not one of its producers.
 //!
 //! # Keys
 //!
