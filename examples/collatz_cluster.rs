@@ -17,6 +17,10 @@
 //! `print` prints one line per result, in order of n, until the results
 //! end. A `work` process may be killed at any time: what it held goes to
 //! the others, and nothing is printed twice.
+//!
+//! A job's queues end once: run it again under a new `EZQ_JOB`, or remove
+//! the finished job's keys first (`Cluster::remove_job`, or
+//! `redis-cli --scan --pattern 'ezq:{collatz-demo}:*' | xargs redis-cli del`).
 
 use std::process::ExitCode;
 
