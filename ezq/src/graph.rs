@@ -410,6 +410,13 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
         }
         Some(route) => {
             let counters = QueueCounters::with_copies(route.copies(spec.readers));
+            // A keyed block leaves split in one part per replica: a
+            // channel holds parts, about `block / readers` messages each.
+            let part = match route {
+                Route::Keyed(_) => (block.unwrap_or(1) / spec.readers.max(1)).max(1),
+                Route::Broadcast(_) => block.unwrap_or(1).max(1),
+            };
+            let slots = messages.map(|n| (n / part).max(1));
             let (tx, rxs) =
                 transport::routed_channel(route.clone(), spec.readers, slots, spec.ending);
             (tx, rxs, counters)
