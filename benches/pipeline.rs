@@ -19,9 +19,12 @@
 //! - `child TOPOLOGY VARIANT N W`: one run, then `vmhwm_kib=..` on stdout.
 //! - `matrix [quick] [reps=K] [budget=SECONDS]`: one process's share of the
 //!   matrix, every measurement on stdout, for the parent.
+//! - `keyed [quick]`: only the keyed-merge section (wordfreq-like counting,
+//!   one merger against a keyed queue's `merge * W`), which the full run
+//!   prints after the sortiter figures.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::process::Command;
@@ -924,6 +927,137 @@ fn run_hand_reorder(input: Vec<Msg<u64>>) -> u64 {
 }
 
 // ---------------------------------------------------------------------------
+// Keyed merge: wordfreq-like counting, one merger against `merge * W`
+// behind a keyed queue.
+// ---------------------------------------------------------------------------
+
+/// Distinct words of the keyed-merge section: enough that the mergers'
+/// maps do not fit a core's cache, as a real vocabulary does not.
+const VOCABULARY: u64 = 200_000;
+
+/// The word of the `i`th count and its count: a skewed draw (the square
+/// of a uniform one), as words are.
+fn word_count(i: u64) -> (u64, u64) {
+    let r = mix(0, i, i, 0);
+    let u = (r >> 40) as f64 / (1u64 << 24) as f64;
+    ((u * u * VOCABULARY as f64) as u64, 1 + (r & 3))
+}
+
+fn word_id(count: &(u64, u64)) -> u64 {
+    count.0
+}
+
+/// Work that takes `rounds` dependent multiply-adds: what a stateful
+/// reader heavier than a counter (a session builder, a deduplicator)
+/// spends per message.
+fn busy(rounds: u32, seed: u64) -> u64 {
+    (0..rounds).fold(seed, |x, i| {
+        black_box(x)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(i))
+    })
+}
+
+/// Adds up the counts of the words it sees, spending `rounds` of extra
+/// work per count; sends a checksum of its totals (which adds up across
+/// mergers whose words do not overlap).
+#[worker]
+fn count_words(counts: Inbox<(u64, u64)>, totals: Outbox<u64>, rounds: u32) {
+    let mut total: HashMap<u64, u64> = HashMap::new();
+    let mut extra = 0u64;
+    for msg in counts {
+        *total.entry(msg.data.0).or_insert(0) += msg.data.1;
+        extra ^= busy(rounds, msg.data.0);
+    }
+    black_box(extra);
+    totals.put(word_checksum(&total));
+}
+
+/// A checksum of word totals that adds up over disjoint parts.
+fn word_checksum(total: &HashMap<u64, u64>) -> u64 {
+    let sum = total
+        .iter()
+        .map(|(w, n)| w.wrapping_mul(0x9E37_79B9) ^ n.rotate_left(17));
+    sum.fold(0u64, u64::wrapping_add)
+}
+
+/// `n` counts through one merger (`w == 0`) or through a keyed queue to
+/// `count_words * w`, fed through a writer; returns the checksum.
+fn keyed_merge(n: u64, w: usize, rounds: u32) -> u64 {
+    let feed = |source: &ezq::Source<(u64, u64)>| {
+        let writer = source.writer();
+        for i in 0..n {
+            writer.put(word_count(i));
+        }
+    };
+    let (p, sum) = if w == 0 {
+        let p = pipeline! { counts[batch 256] -> count_words(rounds) -> totals; };
+        feed(&p.counts);
+        p.counts.end();
+        let sum = p.totals.iter().map(|m| m.data).fold(0, u64::wrapping_add);
+        (p.join(), sum)
+    } else {
+        let p = pipeline! { counts[by word_id, batch 256] -> count_words(rounds) * w -> totals; };
+        feed(&p.counts);
+        p.counts.end();
+        let sum = p.totals.iter().map(|m| m.data).fold(0, u64::wrapping_add);
+        (p.join(), sum)
+    };
+    p.expect("a merger failed");
+    sum
+}
+
+/// Prints the keyed-merge section: ns per count of one merger and of
+/// `merge * W` behind a keyed queue, interleaved, for a merger that only
+/// counts and for one that does more per count.
+fn keyed_section(quick: bool) {
+    let n: u64 = if quick { 100_000 } else { 2_000_000 };
+    let reps = if quick { 1 } else { 7 };
+    let expected = {
+        let mut total: HashMap<u64, u64> = HashMap::new();
+        for i in 0..n {
+            let (w, c) = word_count(i);
+            *total.entry(w).or_insert(0) += c;
+        }
+        word_checksum(&total)
+    };
+    // (name, mergers, rounds of extra work per count)
+    let cases: [(&str, usize, u32); 6] = [
+        ("counting, 1 merger", 0, 0),
+        ("counting, keyed * 2", 2, 0),
+        ("counting, keyed * 4", 4, 0),
+        ("heavier, 1 merger", 0, 64),
+        ("heavier, keyed * 2", 2, 64),
+        ("heavier, keyed * 4", 4, 64),
+    ];
+    let mut times = vec![Vec::new(); cases.len()];
+    for rep in 0..reps {
+        for k in 0..cases.len() {
+            let i = (k + rep) % cases.len();
+            let (name, w, rounds) = cases[i];
+            let start = Instant::now();
+            let sum = keyed_merge(black_box(n), w, rounds);
+            times[i].push(start.elapsed().as_nanos() as f64 / n as f64);
+            assert_eq!(sum, expected, "{name}: wrong totals");
+        }
+    }
+    println!(
+        "keyed merge: {} (word id, count) pairs over {VOCABULARY} distinct words, fed through a writer into a queue batched by 256, added up in a HashMap per merger (\"heavier\": plus 64 dependent multiply-adds per count), totals checked; median of {reps}, interleaved",
+        fmt_n(n)
+    );
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let (lo, hi) = min_max(&times[i]);
+        let ns = median(&times[i]);
+        let one = median(&times[i - i % 3]);
+        println!(
+            "{name:<26} {ns:>6.1} ns/count ({lo:.1}..{hi:.1})  {:>5.2}x the speed of 1 merger",
+            one / ns
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------
 // The envelope: one value type against another through one channel hop.
 // ---------------------------------------------------------------------------
 
@@ -1523,6 +1657,7 @@ fn full_bench(quick: bool, fixed_reps: Option<usize>) {
         );
     }
     println!();
+    keyed_section(quick);
     envelope(quick);
     println!("total wall time: {:.1} s", wall.elapsed().as_secs_f64());
 }
@@ -1562,6 +1697,7 @@ fn main() {
         Some("child") => child(&args[1..]),
         Some("matrix") => matrix_child(&args[1..]),
         Some("python-compare") => python_compare(&args[1..]),
+        Some("keyed") => keyed_section(args.iter().any(|a| a == "quick")),
         _ => {
             let quick = args.iter().any(|a| a == "quick");
             let reps = args

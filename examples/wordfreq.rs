@@ -3,7 +3,9 @@
 //! (DIR defaults to the current directory).
 //!
 //! ```text
-//! () -> walker(root) -> paths -> tokenize * num_cpus -> counts -> merge -> top
+//! () -> walker(root) -> paths -> tokenize * num_cpus -> (counts, texts);
+//! counts[by word, batch 256] -> merge * num_cpus -> shards;
+//! (shards, texts) -> summarize -> top;
 //! ```
 //!
 //! - `walker` walks the tree with `std::fs`, skipping `target/` and `.git/`
@@ -12,8 +14,16 @@
 //! - `tokenize`, one replica per CPU, reads each file and counts its words.
 //!   A text file is any file that is valid UTF-8, whatever its name
 //!   (`README`, `LICENSE` and `Makefile` count, images and binaries do
-//!   not); a word is a run of alphabetic characters, lowercased.
-//! - `merge` adds the counts up and sends the 20 most frequent words.
+//!   not); a word is a run of alphabetic characters, lowercased. It sends
+//!   each word of a file with its count, and at the end how many text
+//!   files it read.
+//! - `merge`, one replica per CPU, adds the counts up. `counts` is keyed by
+//!   the word, so every count of a word reaches the same replica: each
+//!   replica's totals are final for its words, and it sends its share of
+//!   the summary (its words, and its 20 most frequent).
+//! - `summarize` adds the shares up: the 20 most frequent words are among
+//!   the shares' (the replicas' words do not overlap), so the summary is
+//!   the one a single merger would make.
 //!
 //! The progress display is drawn on stderr while the pipeline runs (when
 //! stderr is a terminal); the statistics table and the words go to stdout.
@@ -22,7 +32,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ezq::{Inbox, Outbox, Progress, pipeline, worker};
+use ezq::{Either, Inbox, Outbox, Progress, pipeline, worker};
 
 /// How many words the summary lists.
 const TOP: usize = 20;
@@ -30,8 +40,16 @@ const TOP: usize = 20;
 /// The words of one file and how often each occurs.
 type Counts = HashMap<String, u64>;
 
-/// What `merge` sends at the end.
-#[derive(Debug)]
+/// One word and how often it occurs in one file: what `counts` carries.
+type Count = (String, u64);
+
+/// Routes a count to the replica of `merge` that owns its word.
+fn word(count: &Count) -> &str {
+    &count.0
+}
+
+/// What each replica of `merge` sends at the end, and `summarize` too.
+#[derive(Debug, Default)]
 struct Summary {
     files: u64,
     words: u64,
@@ -66,12 +84,12 @@ fn walker(paths: Outbox<PathBuf>, root: PathBuf) {
 
 /// Counts the words of each file that is valid UTF-8.
 ///
-/// It sends one map per file rather than the words themselves: counting
-/// here, in parallel, leaves the single `merge` one addition per distinct
-/// word of a file instead of one per word, so it is never the bottleneck,
-/// and one message per file keeps the channel traffic small.
+/// It counts each file's words here, in parallel, and sends each distinct
+/// word of a file once, with its count: the mergers then make one addition
+/// per distinct word of a file instead of one per word.
 #[worker]
-fn tokenize(paths: Inbox<PathBuf>, counts: Outbox<Counts>) {
+fn tokenize(paths: Inbox<PathBuf>, counts: Outbox<Count>, texts: Outbox<u64>) {
+    let mut files = 0;
     for msg in paths {
         let Ok(bytes) = std::fs::read(&msg.data) else {
             continue;
@@ -79,6 +97,7 @@ fn tokenize(paths: Inbox<PathBuf>, counts: Outbox<Counts>) {
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
+        files += 1;
         let mut words = Counts::new();
         for word in text.split(|c: char| !c.is_alphabetic()) {
             if word.is_empty() {
@@ -93,32 +112,53 @@ fn tokenize(paths: Inbox<PathBuf>, counts: Outbox<Counts>) {
                 words.insert(word.to_owned(), 1);
             }
         }
-        counts.put(words);
-    }
-}
-
-/// Adds up the counts of every file and sends the most frequent words.
-#[worker]
-fn merge(counts: Inbox<Counts>, top: Outbox<Summary>) {
-    let mut total = Counts::new();
-    let mut files = 0;
-    for msg in counts {
-        files += 1;
-        for (word, n) in msg.data {
-            *total.entry(word).or_default() += n;
+        for count in words {
+            counts.put(count);
         }
     }
-    let words = total.values().sum();
-    let distinct = total.len();
-    let mut ranked: Vec<(String, u64)> = total.into_iter().collect();
+    texts.put(files);
+}
+
+/// The `TOP` most frequent of `ranked`, most frequent first, ties in
+/// alphabetical order.
+fn top(mut ranked: Vec<(String, u64)>) -> Vec<(String, u64)> {
     ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked.truncate(TOP);
-    top.put(Summary {
-        files,
-        words,
-        distinct,
-        top: ranked,
+    ranked
+}
+
+/// Adds up the counts of its words and sends its share of the summary.
+#[worker]
+fn merge(counts: Inbox<Count>, shares: Outbox<Summary>) {
+    let mut total = Counts::new();
+    for msg in counts {
+        let (word, n) = msg.data;
+        *total.entry(word).or_default() += n;
+    }
+    shares.put(Summary {
+        files: 0,
+        words: total.values().sum(),
+        distinct: total.len(),
+        top: top(total.into_iter().collect()),
     });
+}
+
+/// Adds up the mergers' shares and the tokenizers' file counts.
+#[worker]
+fn summarize(shares: Inbox<Summary>, texts: Inbox<u64>, summary: Outbox<Summary>) {
+    let mut all = Summary::default();
+    for msg in shares.merge(texts) {
+        match msg {
+            Either::Left(share) => {
+                all.words += share.data.words;
+                all.distinct += share.data.distinct;
+                all.top.extend(share.data.top);
+            }
+            Either::Right(files) => all.files += files.data,
+        }
+    }
+    all.top = top(all.top);
+    summary.put(all);
 }
 
 fn main() {
@@ -128,8 +168,11 @@ fn main() {
         std::process::exit(2);
     }
     let start = Instant::now();
+    let cpus = ezq::num_cpus();
     let p = pipeline! {
-        () -> walker(root) -> paths -> tokenize * ezq::num_cpus() -> counts -> merge -> top;
+        () -> walker(root) -> paths -> tokenize * cpus -> (counts, texts);
+        counts[by word, batch 256] -> merge * cpus -> shares;
+        (shares, texts) -> summarize -> top;
     };
     let progress = Progress::start(p.monitor());
     let summary = p.top.iter().next().map(|msg| msg.data);

@@ -1,12 +1,17 @@
 //! The examples run and print what they should.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs an example binary and returns its standard output. `cargo test`
 /// builds the examples beside the test binaries; when a test is run alone
 /// they may be missing, and then they are built first.
 fn run_example(name: &str) -> String {
+    run_example_with(name, &[])
+}
+
+fn run_example_with(name: &str, args: &[&str]) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
         .parent()
@@ -23,7 +28,10 @@ fn run_example(name: &str) -> String {
             .expect("cargo runs");
         assert!(status.success(), "building example {name} failed");
     }
-    let output = Command::new(&path).output().expect("the example runs");
+    let output = Command::new(&path)
+        .args(args)
+        .output()
+        .expect("the example runs");
     assert!(
         output.status.success(),
         "example {name} failed: {}",
@@ -70,4 +78,60 @@ fn large_messages_run_in_bounded_memory() {
     // 2 GiB went through; two queues of 16 MiB, stacks and a few messages
     // in flight stay far below 256 MiB (a debug build copies more).
     assert!(peak < 256, "peak resident memory {peak} MiB");
+}
+
+/// What wordfreq prints after its statistics, counted by this thread
+/// alone: the totals line (without its time) and the 20 most frequent
+/// words, in the same tokenization (runs of alphabetic characters,
+/// lowercased, in files that are valid UTF-8).
+fn wordfreq_alone(root: &Path) -> Vec<String> {
+    let (mut files, mut counts) = (0, HashMap::<String, u64>::new());
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)
+            .expect("a readable directory")
+            .flatten()
+        {
+            let kind = entry.file_type().expect("a file type");
+            if kind.is_dir() && entry.file_name() != "target" && entry.file_name() != ".git" {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                    continue;
+                };
+                files += 1;
+                for word in text.split(|c: char| !c.is_alphabetic()) {
+                    if !word.is_empty() {
+                        *counts.entry(word.to_lowercase()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let words: u64 = counts.values().sum();
+    let mut lines = vec![format!(
+        "{files} text files, {words} words, {} distinct",
+        counts.len()
+    )];
+    let mut ranked: Vec<(String, u64)> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (rank, (word, n)) in ranked.iter().take(20).enumerate() {
+        lines.push(format!("{:>3}. {word:<20} {n:>10}", rank + 1));
+    }
+    lines
+}
+
+#[test]
+fn wordfreq_with_sharded_mergers_counts_what_one_thread_counts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_example_with("wordfreq", &[root.to_str().expect("a UTF-8 path")]);
+    let summary: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.contains(" text files, "))
+        .map(|l| match l.split_once(", in ") {
+            Some((totals, _time)) => totals.to_owned(),
+            None => l.to_owned(),
+        })
+        .collect();
+    assert_eq!(summary, wordfreq_alone(root));
 }

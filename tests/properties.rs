@@ -8,8 +8,16 @@
 //! dropped (put into a queue and never taken), or lost with the replica
 //! that failed while holding it.
 //!
+//! Routed queues (`Graph::keyed_queue`, `Graph::broadcast_queue`) over
+//! random inputs, replica counts, block sizes and capacities: a keyed
+//! queue's replicas count exactly what one thread counts, each key on one
+//! replica; a broadcast gives every replica every message; END reaches
+//! every replica; and with a replica that panics, every copy put is taken
+//! or counted as dropped in `join`'s error.
+//!
 //! `EZQ_SOAK=<cases>` runs that many cases per property instead of 500.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 use std::panic;
@@ -22,6 +30,7 @@ mod common;
 
 use common::within;
 use ezq::graph::{Capacity, QueueRef};
+use ezq::stats::QueueStats;
 use ezq::{Cause, Either, Graph, Inbox, Msg, Outbox};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -639,6 +648,18 @@ impl Totals {
         self.replicas.fetch_add(replicas as u64, Ordering::Relaxed);
     }
 
+    fn count_route_plan(&self, plan: &RoutePlan) {
+        self.cases.fetch_add(1, Ordering::Relaxed);
+        (self.messages).fetch_add(plan.keys.len() as u64, Ordering::Relaxed);
+        let queues = 2 + u64::from(plan.forwarders.is_some());
+        self.queues.fetch_add(queues, Ordering::Relaxed);
+        (self.batched_queues).fetch_add(u64::from(plan.block.is_some()), Ordering::Relaxed);
+        let workers = 1 + u64::from(plan.forwarders.is_some());
+        self.workers.fetch_add(workers, Ordering::Relaxed);
+        let replicas = plan.replicas + plan.forwarders.unwrap_or(0);
+        self.replicas.fetch_add(replicas as u64, Ordering::Relaxed);
+    }
+
     fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
@@ -1017,6 +1038,318 @@ fn ends_racing_puts_from_many_threads_lose_nothing() {
     });
     finish(
         "ends_racing_puts_from_many_threads_lose_nothing",
+        &totals,
+        start,
+        result,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Routed queues
+// ---------------------------------------------------------------------------
+
+/// A routed queue read by `replicas` replicas of a counting worker: each
+/// counts the messages of each key it sees and, at END, sends its counts.
+#[derive(Clone, Debug)]
+struct RoutePlan {
+    broadcast: bool,
+    replicas: usize,
+    /// Fed by this many replicas of a forwarding worker, so that the queue
+    /// ends as its producers go; else fed by the caller, ending explicitly.
+    forwarders: Option<usize>,
+    block: Option<usize>,
+    capacity: Option<usize>,
+    /// The key of each message; the message is `key << 32 | index`.
+    keys: Vec<u32>,
+    /// Fed through a `SourceWriter` rather than `Source::put` (whose
+    /// batched block the pipeline's flusher may send in parts).
+    through_writer: bool,
+}
+
+fn route_plan() -> impl Strategy<Value = RoutePlan> {
+    (
+        any::<bool>(),
+        1..=4usize,
+        prop::option::of(1..=2usize),
+        prop::option::of(1..=32usize),
+        prop::option::of(1..=64usize),
+        // Few keys, so that each replica sees several; sometimes many.
+        prop_oneof![
+            3 => prop::collection::vec(0..20u32, 0..2000),
+            1 => prop::collection::vec(any::<u32>(), 0..2000),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(
+            |(broadcast, replicas, forwarders, block, capacity, keys, through_writer)| RoutePlan {
+                broadcast,
+                replicas,
+                forwarders,
+                block,
+                capacity,
+                keys,
+                through_writer,
+            },
+        )
+}
+
+fn key_of(message: &u64) -> u32 {
+    (message >> 32) as u32
+}
+
+/// What a run of a route plan gave.
+struct RouteRun {
+    /// What each replica that reached END sent: (replica, key counts).
+    counts: Vec<(usize, HashMap<u32, u64>)>,
+    /// Messages each replica took (counted before it could fail).
+    taken: Vec<u64>,
+    fired: bool,
+    result: Result<(), ezq::Error>,
+    /// The routed queue's statistics, and the forwarders' input's.
+    routed: QueueStats,
+    input: Option<QueueStats>,
+}
+
+/// Runs a route plan; `fault` makes replica `.0` panic at its message of
+/// index `.1`.
+fn run_routes(plan: &RoutePlan, fault: Option<(usize, u64)>) -> Result<RouteRun, String> {
+    let mut g = Graph::new();
+    let capacity = plan.capacity.map_or(Capacity::Default, Capacity::Bounded);
+    let routed = match plan.broadcast {
+        true => g.broadcast_queue::<u64>("routed", capacity, plan.block),
+        false => g.keyed_queue("routed", capacity, plan.block, key_of),
+    };
+    let input = plan.forwarders.map(|forwarders| {
+        let input = g.queue::<u64>("input");
+        g.add(
+            "forward",
+            forwarders,
+            (input,),
+            (routed,),
+            |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
+                for msg in i {
+                    o.put_msg(msg);
+                }
+            },
+        );
+        input
+    });
+    let out = g.queue::<(usize, HashMap<u32, u64>)>("out");
+    let next = Arc::new(AtomicUsize::new(0));
+    let taken: Arc<Vec<AtomicU64>> =
+        Arc::new((0..plan.replicas).map(|_| AtomicU64::new(0)).collect());
+    let fired = Arc::new(AtomicBool::new(false));
+    let (state, fired_flag) = ((Arc::clone(&next), Arc::clone(&taken)), Arc::clone(&fired));
+    g.add(
+        "count",
+        plan.replicas,
+        (routed,),
+        (out,),
+        move |(i,): (Inbox<u64>,), (o,): (Outbox<(usize, HashMap<u32, u64>)>,)| {
+            let replica = state.0.fetch_add(1, Ordering::SeqCst);
+            let mut counts = HashMap::new();
+            for msg in i {
+                let index = state.1[replica].fetch_add(1, Ordering::SeqCst);
+                if fault == Some((replica, index)) {
+                    fired_flag.store(true, Ordering::SeqCst);
+                    panic!("{INJECTED} in count replica {replica} at message {index}");
+                }
+                *counts.entry(key_of(&msg.data)).or_insert(0) += 1;
+            }
+            o.put((replica, counts));
+        },
+    );
+    let mut p = g.start(|c| (c.source(input.unwrap_or(routed)), c.sink(out)));
+    let monitor = p.monitor();
+    let messages = (plan.keys.iter().enumerate()).map(|(i, &key)| u64::from(key) << 32 | i as u64);
+    if plan.through_writer {
+        let writer = p.0.writer();
+        messages.for_each(|m| writer.put(m));
+    } else {
+        messages.for_each(|m| p.0.put(m));
+    }
+    p.0.end();
+    let counts = p.1.iter().map(|m| m.data).collect();
+    let result = match p.join_timeout(Duration::from_secs(10)) {
+        Ok(result) => result,
+        Err(timed_out) => return Err(format!("join did not return within 10 s: {timed_out}")),
+    };
+    drop(p);
+    let stats = monitor.stats();
+    let named = |name: &str| stats.queues.iter().find(|q| q.name == name).cloned();
+    Ok(RouteRun {
+        counts,
+        taken: taken.iter().map(|t| t.load(Ordering::SeqCst)).collect(),
+        fired: fired.load(Ordering::SeqCst),
+        result,
+        routed: named("routed").expect("the routed queue"),
+        input: named("input"),
+    })
+}
+
+/// Copies of each message that the routed queue counts.
+fn copies(plan: &RoutePlan) -> u64 {
+    if plan.broadcast {
+        plan.replicas as u64
+    } else {
+        1
+    }
+}
+
+/// Without a fault: END reaches every replica (each sends its counts), a
+/// keyed queue gives each key to one replica, whose count is the count of
+/// a single thread, and a broadcast gives every replica every message.
+fn check_routes(plan: &RoutePlan) -> Result<(), String> {
+    let run = run_routes(plan, None)?;
+    if let Err(e) = &run.result {
+        return Err(format!("join failed without a fault: {e}"));
+    }
+    if run.counts.len() != plan.replicas {
+        return Err(format!(
+            "{} of {} replicas sent their counts: END did not reach every replica",
+            run.counts.len(),
+            plan.replicas
+        ));
+    }
+    let mut expected: HashMap<u32, u64> = HashMap::new();
+    for &key in &plan.keys {
+        *expected.entry(key).or_insert(0) += 1;
+    }
+    if plan.broadcast {
+        for (replica, counts) in &run.counts {
+            if *counts != expected {
+                return Err(format!("replica {replica} did not see every message once"));
+            }
+        }
+    } else {
+        let mut merged: HashMap<u32, u64> = HashMap::new();
+        for (replica, counts) in &run.counts {
+            for (&key, &n) in counts {
+                if merged.insert(key, n).is_some() {
+                    return Err(format!(
+                        "key {key} reached two replicas (one of them {replica})"
+                    ));
+                }
+            }
+        }
+        if merged != expected {
+            return Err("the replicas' counts differ from a single thread's".into());
+        }
+    }
+    let n = plan.keys.len() as u64 * copies(plan);
+    let q = &run.routed;
+    if (q.put, q.taken, q.dropped, q.discarded) != (n, n, 0, 0) {
+        return Err(format!(
+            "the routed queue's account is {q:?}, for {n} copies"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn routed_queues_deliver_by_key_or_to_every_replica() {
+    let totals = Arc::new(Totals::default());
+    let start = Instant::now();
+    let counted = Arc::clone(&totals);
+    let result = runner().run(&route_plan(), move |plan| {
+        counted.count_route_plan(&plan);
+        let n = plan.keys.len() as u64 * copies(&plan);
+        within(30, move || check_routes(&plan)).map_err(TestCaseError::fail)?;
+        counted.delivered.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    });
+    finish(
+        "routed_queues_deliver_by_key_or_to_every_replica",
+        &totals,
+        start,
+        result,
+    );
+}
+
+/// With a replica that panics: `join` reports exactly that failure, and
+/// every copy put is taken by a replica or counted as dropped.
+fn check_route_fault(plan: &RoutePlan, fault: (usize, u64)) -> Result<FaultOutcome, String> {
+    let run = run_routes(plan, Some(fault))?;
+    let taken: u64 = run.taken.iter().sum();
+    let copies = copies(plan);
+    let n = plan.keys.len() as u64 * copies;
+    if !run.fired {
+        if let Err(e) = &run.result {
+            return Err(format!("the fault did not fire, yet join failed: {e}"));
+        }
+        if taken != n {
+            return Err(format!(
+                "the fault did not fire, yet {taken} of {n} copies were taken"
+            ));
+        }
+        return Ok(FaultOutcome {
+            fired: false,
+            delivered: taken,
+            dropped: 0,
+            lost: 0,
+        });
+    }
+    let error = match run.result {
+        Ok(()) => return Err("the fault fired, yet join returned Ok".into()),
+        Err(e) => e,
+    };
+    let [failure] = error.failures() else {
+        return Err(format!("not exactly the injected failure: {error}"));
+    };
+    if failure.worker != "count" || error.is_cancelled() {
+        return Err(format!("not exactly the injected failure: {error}"));
+    }
+    // A forwarder that lost every reader dropped its input's rest, each
+    // message of it `copies` copies never made.
+    let input_dropped = run.input.as_ref().map_or(0, |q| q.dropped);
+    let accounted = taken + run.routed.dropped + copies * input_dropped;
+    if accounted != n || error.dropped() != run.routed.dropped + input_dropped {
+        return Err(format!(
+            "{n} copies put: {taken} taken + {} dropped + {copies} x {input_dropped} dropped before \
+             the route = {accounted}; join says {} dropped ({error})",
+            run.routed.dropped,
+            error.dropped()
+        ));
+    }
+    Ok(FaultOutcome {
+        fired: true,
+        delivered: taken,
+        dropped: error.dropped(),
+        lost: 0,
+    })
+}
+
+#[test]
+fn a_failing_replica_of_a_routed_queue_accounts_for_every_message() {
+    quiet_injected_panics();
+    let totals = Arc::new(Totals::default());
+    let start = Instant::now();
+    let counted = Arc::clone(&totals);
+    let strategy = (
+        route_plan(),
+        any::<usize>(),
+        prop_oneof![3 => 0..64u64, 1 => 0..2000u64],
+    )
+        .prop_map(|(plan, replica, index)| {
+            let fault = (replica % plan.replicas, index);
+            (plan, fault)
+        });
+    let result = runner().run(&strategy, move |(plan, fault)| {
+        counted.count_route_plan(&plan);
+        counted.faults.fetch_add(1, Ordering::Relaxed);
+        let outcome =
+            within(30, move || check_route_fault(&plan, fault)).map_err(TestCaseError::fail)?;
+        counted
+            .delivered
+            .fetch_add(outcome.delivered, Ordering::Relaxed);
+        counted
+            .dropped
+            .fetch_add(outcome.dropped, Ordering::Relaxed);
+        (counted.fired).fetch_add(u64::from(outcome.fired), Ordering::Relaxed);
+        Ok(())
+    });
+    finish(
+        "a_failing_replica_of_a_routed_queue_accounts_for_every_message",
         &totals,
         start,
         result,

@@ -144,7 +144,7 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// chain    := slot ( "->" worker "->" slot )* [ "->" worker ] ";"
 /// slot     := queue | "(" queue ( "," queue )* ")" | "()"
 /// queue    := NAME [ "[" option ( "," option )* "]" ]
-/// option   := EXPR | "unbounded" | "batch" EXPR | "redis"
+/// option   := EXPR | "unbounded" | "batch" EXPR | "by" EXPR | "broadcast" | "redis"
 /// worker   := PATH [ "(" EXPR ( "," EXPR )* ")" ] [ "[" "stack" EXPR "]" ] [ "*" EXPR ]
 /// ```
 ///
@@ -167,6 +167,27 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `queue[batch N]` moves the queue's messages N at a time (see
 ///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
 ///   it combines with a capacity: `queue[4096, batch 256]`.
+/// - `queue[by KEY]` routes the queue by key: each message goes to one
+///   replica of the queue's reader, the one that the hash of
+///   `KEY(&message)` picks, so a stateful reader (a merger of counts, a
+///   per-user session, a deduplicator) can run as `reader * N`, each
+///   replica seeing every message of its keys; the same key goes to the
+///   same replica for the queue's life. KEY is a function or a closure
+///   `fn(&T) -> K` with `K: Hash`, and the key may borrow from the message
+///   (`fn word(e: &(String, u64)) -> &str`); a closure names its
+///   parameter's type (`|e: &Event| e.user`). See
+///   [`Graph::keyed_queue`](../ezq/struct.Graph.html#method.keyed_queue).
+/// - `queue[broadcast]` sends every message to every replica of the queue's
+///   reader, each its own copy (the message type must be `Clone`): a stream
+///   of configuration updates. Its statistics count copies: a message put
+///   counts once per replica. See
+///   [`Graph::broadcast_queue`](../ezq/struct.Graph.html#method.broadcast_queue).
+/// - A routed queue (`by` or `broadcast`) needs exactly one reader worker,
+///   with any number of replicas; END reaches every replica. It combines
+///   with a capacity (each replica's channel holds that many messages) and
+///   with `batch N` (a keyed block is split by key as it leaves):
+///   `words[by word, batch 256]`. A replica that fails loses only what was
+///   routed to it, which `join` counts as dropped; the others go on.
 /// - `queue[redis]` (feature `redis`) keeps the queue on a Redis server, so
 ///   that processes on several machines share it: the same pipeline then
 ///   runs as several processes, each running the workers its cluster names
@@ -228,6 +249,11 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   worker: "`double` reads 1 queue, 2 given";
 /// - a queue whose uses disagree on its type: the error names the queue,
 ///   the two workers and the two types;
+/// - a route (`by`, `broadcast`) on a sink, on a queue with several reader
+///   workers or on a Redis-backed queue (not supported yet), a key function
+///   that does not take the queue's messages or whose key is not `Hash`, a
+///   broadcast of a type that is not `Clone`;
+/// - a Redis-backed queue of a type that serde cannot carry;
 /// - a cycle (END could never propagate), a literal replica count or
 ///   capacity of 0, a queue listed twice in one slot, a capacity given
 ///   twice or on a sink, an empty pipeline, and syntax errors.

@@ -5,7 +5,9 @@
 use std::fmt::Display;
 use std::marker::PhantomData;
 
-pub use crate::graph::{Capacity, Channels, Graph, Inputs, Outputs, QueueRef, WorkerSettings};
+pub use crate::graph::{
+    Capacity, Channels, Graph, Inputs, KeyFn, Outputs, QueueRef, WorkerSettings,
+};
 pub use crate::{Inbox, Msg, Outbox, WorkerResult};
 
 /// A `#[worker]` function, as the companion type that `#[worker]` declares
@@ -361,6 +363,43 @@ pub fn try_map_messages<T, U: Send + 'static, E: Display>(
         outbox.put_msg(Msg { data, kind, order });
     }
     Ok(())
+}
+
+/// Routes a queue by key (`q[by KEY]`), once its workers are added.
+pub fn keyed<T: Send + 'static, F: for<'a> KeyFn<'a, T>>(
+    graph: &mut Graph,
+    queue: QueueRef<T>,
+    key: F,
+) {
+    graph.route(queue, crate::transport::Route::keyed(key));
+}
+
+/// The message type of a broadcast queue: what can be copied for each
+/// replica.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be broadcast: each replica gets its own copy of every message, so it must implement `Clone`",
+    label = "this `[broadcast]` queue carries `{Self}`",
+    note = "derive or implement `Clone` for `{Self}` (an `Arc` shares one value between the replicas), or route the queue `by` a key"
+)]
+pub trait BroadcastMessage: Clone + Send + 'static {}
+
+impl<T: Clone + Send + 'static> BroadcastMessage for T {}
+
+/// How to copy the messages of a broadcast queue: from [`copies`], where
+/// the message type is checked.
+pub struct Copies<T>(fn(&T) -> T);
+
+/// The copier of a broadcast queue's messages. A call of its own, spanned
+/// on `broadcast`, so that a message type that cannot be copied is
+/// reported there.
+pub fn copies<T: BroadcastMessage>() -> Copies<T> {
+    Copies(T::clone)
+}
+
+/// Routes a queue to every replica of its reader (`q[broadcast]`), once
+/// its workers are added.
+pub fn broadcast<T: Send + 'static>(graph: &mut Graph, queue: QueueRef<T>, copies: Copies<T>) {
+    graph.route(queue, crate::transport::Route::Broadcast(copies.0));
 }
 
 /// The message type of a Redis-backed queue: what serde can carry.

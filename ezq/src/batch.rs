@@ -249,7 +249,8 @@ impl<T> BlockTarget<T> {
     }
 
     /// Sends what is left of a block if there is room now (counted as it
-    /// leaves); gives it back if the queue is full.
+    /// leaves); gives back what the queue had no room for (a keyed queue
+    /// may take part of a block: its count is that part's).
     fn try_send_rest(&self, rest: Vec<Msg<T>>) -> Result<(), Vec<Msg<T>>> {
         let n = rest.len();
         match self.tx.try_send(Item::Batch(Box::new(rest))) {
@@ -257,7 +258,10 @@ impl<T> BlockTarget<T> {
                 self.count(n);
                 Ok(())
             }
-            Err(SendError::Full(Item::Batch(block))) => Err(*block),
+            Err(SendError::Full(Item::Batch(block))) => {
+                self.count(n - block.len());
+                Err(*block)
+            }
             Err(SendError::Full(_)) => Ok(()),
             Err(SendError::Gone(item)) => {
                 if !self.queue.is_discarding() {

@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 
 pub use crate::control::{DEFAULT_WINDOW, Replica};
 pub use crate::ends::outbox::OutboxParts;
+pub use crate::transport::KeyFn;
 
 use crate::batch::{BlockTarget, SharedBlock};
 use crate::control::{self, Control};
@@ -22,7 +23,7 @@ use crate::error::{Stopped, panic_message};
 use crate::pipeline::{Pipeline, Running};
 use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
-use crate::transport::{self, Ending, Item, Rx, ThreadEnd, Tx};
+use crate::transport::{self, Ending, Item, Route, Rx, ThreadEnd, Tx};
 use crate::worker::{WorkerResult, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
@@ -161,14 +162,36 @@ impl<T> fmt::Debug for QueueRef<T> {
 /// in the graph's table.
 struct Channel<T> {
     tx: Tx<T>,
-    rx: Rx<T>,
+    /// The reading end that every replica of its readers shares; for a
+    /// routed queue, one per replica of its reader.
+    readers: Vec<Reader<T>>,
     counters: Arc<QueueCounters>,
-    shared: Arc<QueueShared<T>>,
     /// Messages per block of a worker's outbox, for a batched queue.
     block: Option<usize>,
     /// Messages per block of a source (on a Redis-backed queue, a source's
     /// puts are batched and a worker's are not: its session batches them).
     source_block: Option<usize>,
+}
+
+/// One reading end of a queue, and what the inboxes on it share.
+struct Reader<T> {
+    rx: Rx<T>,
+    shared: Arc<QueueShared<T>>,
+}
+
+impl<T> Reader<T> {
+    fn new(rx: Rx<T>, counters: &Arc<QueueCounters>) -> Self {
+        let shared = QueueShared::new(Arc::clone(counters));
+        Reader { rx, shared }
+    }
+}
+
+impl<T> Channel<T> {
+    /// The reading end of `replica`: its own on a routed queue, the shared
+    /// one otherwise.
+    fn reader(&self, replica: usize) -> &Reader<T> {
+        &self.readers[replica % self.readers.len()]
+    }
 }
 
 impl<T: Send + 'static> Channel<T> {
@@ -210,7 +233,7 @@ impl Channels {
     /// The handle's end of a sink queue (one that no worker consumes).
     pub fn sink<T: Send + 'static>(&self, queue: QueueRef<T>) -> Sink<T> {
         let channel = self.channel(queue);
-        Sink::new(channel.rx.clone(), Arc::clone(&channel.counters))
+        Sink::new(channel.reader(0).rx.clone(), Arc::clone(&channel.counters))
     }
 }
 
@@ -260,8 +283,8 @@ macro_rules! port_tuples {
             fn open(&self, channels: &Channels, replica: &Arc<Replica>) -> Self::Open {
                 let ($($v,)*) = self;
                 ($({
-                    let c = channels.channel(*$v);
-                    Inbox::new(c.rx.clone(), Arc::clone(&c.shared), Arc::clone(replica))
+                    let r = channels.channel(*$v).reader(replica.counters.replica);
+                    Inbox::new(r.rx.clone(), Arc::clone(&r.shared), Arc::clone(replica))
                 },)*)
             }
         }
@@ -312,6 +335,10 @@ struct ChannelSpec<'a> {
     messages: Option<usize>,
     block: Option<usize>,
     ending: Ending,
+    /// For a routed queue: its typed [`Route`], and the replicas of its
+    /// reader, one channel each.
+    route: Option<&'a (dyn Any + Send + Sync)>,
+    readers: usize,
     #[cfg(feature = "redis")]
     cluster: Option<&'a crate::cluster::Cluster>,
 }
@@ -322,7 +349,7 @@ type MakeSource =
 type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
 type DeadLetters = fn(&(dyn Any + Send)) -> Option<Arc<AtomicU64>>;
 type PrepareRemote = fn(&(dyn Any + Send), Box<dyn Fn() -> bool + Send + Sync>, bool);
-type MakeLeftovers = fn(&(dyn Any + Send)) -> Arc<dyn Leftovers>;
+type MakeLeftovers = fn(&(dyn Any + Send)) -> Vec<Arc<dyn Leftovers>>;
 type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
 type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
 
@@ -340,6 +367,15 @@ struct QueueNode {
     leftovers: MakeLeftovers,
     dead_letters: DeadLetters,
     prepare_remote: PrepareRemote,
+    /// How a routed queue chooses the replicas of its reader.
+    route: Option<RouteNode>,
+}
+
+/// The route of a routed queue: its typed [`Route`], and its name in the
+/// pictures.
+struct RouteNode {
+    route: Box<dyn Any + Send + Sync>,
+    label: &'static str,
 }
 
 struct WorkerNode {
@@ -379,12 +415,32 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
     let (messages, block) = (spec.messages, spec.block);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
-    let (tx, rx) = transport::channel(slots, spec.ending);
-    let counters = QueueCounters::new();
+    let route = (spec.route).and_then(|r| r.downcast_ref::<Route<T>>());
+    let (tx, rxs, counters) = match route {
+        None => {
+            let (tx, rx) = transport::channel(slots, spec.ending);
+            (tx, vec![rx], QueueCounters::new())
+        }
+        Some(route) => {
+            let counters = QueueCounters::with_copies(route.copies(spec.readers));
+            // A keyed block leaves split in one part per replica: a
+            // channel holds parts, about `block / readers` messages each.
+            let part = match route {
+                Route::Keyed(_) => (block.unwrap_or(1) / spec.readers.max(1)).max(1),
+                Route::Broadcast(_) => block.unwrap_or(1).max(1),
+            };
+            let slots = messages.map(|n| (n / part).max(1));
+            let (tx, rxs) =
+                transport::routed_channel(route.clone(), spec.readers, slots, spec.ending);
+            (tx, rxs, counters)
+        }
+    };
     Ok(Box::new(Channel::<T> {
         tx,
-        rx,
-        shared: QueueShared::new(Arc::clone(&counters)),
+        readers: rxs
+            .into_iter()
+            .map(|rx| Reader::new(rx, &counters))
+            .collect(),
         counters,
         block,
         source_block: block,
@@ -415,8 +471,7 @@ where
     let counters = QueueCounters::new();
     Ok(Box::new(Channel::<T> {
         tx,
-        rx,
-        shared: QueueShared::new(Arc::clone(&counters)),
+        readers: vec![Reader::new(rx, &counters)],
         counters,
         block: None,
         source_block: Some(block),
@@ -470,8 +525,11 @@ fn prepare_remote_of<T: Send + 'static>(
     }
 }
 
-fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Arc<dyn Leftovers> {
-    channel_of::<T>(channel).shared.clone()
+fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Vec<Arc<dyn Leftovers>> {
+    let readers = &channel_of::<T>(channel).readers;
+    (readers.iter())
+        .map(|r| Arc::clone(&r.shared) as Arc<dyn Leftovers>)
+        .collect()
 }
 
 /// A worker graph under construction: queues, and workers wired to them.
@@ -557,6 +615,129 @@ impl Graph {
         self.add_queue(name, capacity, Some(block.max(1)))
     }
 
+    /// Adds a keyed queue: each message goes to one replica of the
+    /// queue's reader, the one that the hash of `key(&message)` picks, so
+    /// that a stateful reader (a merger of counts, a per-user session, a
+    /// deduplicator) can run as several replicas, each seeing every
+    /// message of its keys. The same key goes to the same replica for the
+    /// queue's life; END reaches every replica.
+    ///
+    /// The queue needs exactly one reader worker (with any number of
+    /// replicas); [`start`](Graph::start) panics otherwise. It is one
+    /// channel per replica, each of `capacity` messages. With `block`,
+    /// the queue is batched ([`batched_queue`](Graph::batched_queue)): a
+    /// block is split by key as it leaves, each replica getting its part
+    /// as one hand-off. A replica that fails loses only what was sent to
+    /// it: `join` counts it as dropped, and the other replicas go on.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use ezq::graph::Capacity;
+    /// use ezq::{Graph, Inbox, Outbox};
+    ///
+    /// fn word(entry: &(String, u64)) -> &str {
+    ///     &entry.0
+    /// }
+    ///
+    /// let mut g = Graph::new();
+    /// let words = g.keyed_queue("words", Capacity::Default, Some(64), word);
+    /// let totals = g.queue::<(String, u64)>("totals");
+    /// g.add("merge", 3, (words,), (totals,), |(i,): (Inbox<(String, u64)>,), (o,): (Outbox<(String, u64)>,)| {
+    ///     // Every count of a word comes to this replica: its total is final.
+    ///     let mut counts = HashMap::new();
+    ///     for msg in i {
+    ///         *counts.entry(msg.data.0).or_insert(0) += msg.data.1;
+    ///     }
+    ///     for entry in counts {
+    ///         o.put(entry);
+    ///     }
+    /// });
+    /// let p = g.start(|c| (c.source(words), c.sink(totals)));
+    /// for w in ["a", "b", "a", "c", "a"] {
+    ///     p.0.put((w.to_owned(), 1));
+    /// }
+    /// p.0.end();
+    /// let mut totals: Vec<_> = p.1.iter().map(|m| m.data).collect();
+    /// totals.sort();
+    /// assert_eq!(totals, [("a".into(), 3), ("b".into(), 1), ("c".into(), 1)]);
+    /// p.join().unwrap();
+    /// ```
+    pub fn keyed_queue<T, F>(
+        &mut self,
+        name: &str,
+        capacity: Capacity,
+        block: Option<usize>,
+        key: F,
+    ) -> QueueRef<T>
+    where
+        T: Send + 'static,
+        F: for<'a> KeyFn<'a, T>,
+    {
+        let queue = self.add_queue(name, capacity, block.map(|b| b.max(1)));
+        self.route(queue, Route::keyed(key));
+        queue
+    }
+
+    /// Adds a broadcast queue: every message goes to every replica of the
+    /// queue's reader, each replica getting its own copy (`T: Clone`), as
+    /// a stream of configuration updates must. END reaches every replica.
+    ///
+    /// The queue needs exactly one reader worker (with any number of
+    /// replicas); [`start`](Graph::start) panics otherwise. It is one
+    /// channel per replica, each of `capacity` messages, and a `put`
+    /// waits for room in every one of them. With `block`, the queue is
+    /// batched, every replica getting a copy of each block.
+    ///
+    /// Its account counts copies: a message put into a queue read by `R`
+    /// replicas counts `R` in [`QueueStats::put`](crate::stats::QueueStats::put),
+    /// and each copy is taken, discarded or dropped on its own (a copy for
+    /// a replica that failed is dropped, and `join` says so).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use ezq::graph::Capacity;
+    /// use ezq::{Graph, Inbox, Outbox};
+    ///
+    /// let mut g = Graph::new();
+    /// let config = g.broadcast_queue::<Arc<str>>("config", Capacity::Default, None);
+    /// let seen = g.queue::<usize>("seen");
+    /// g.add("serve", 4, (config,), (seen,), |(i,): (Inbox<Arc<str>>,), (o,): (Outbox<usize>,)| {
+    ///     o.put(i.count());
+    /// });
+    /// let p = g.start(|c| (c.source(config), c.sink(seen)));
+    /// p.0.put(Arc::from("verbose = true"));
+    /// p.0.put(Arc::from("verbose = false"));
+    /// p.0.end();
+    /// // Each of the 4 replicas saw both updates.
+    /// assert_eq!(p.1.iter().map(|m| m.data).collect::<Vec<_>>(), [2, 2, 2, 2]);
+    /// let monitor = p.monitor();
+    /// p.join().unwrap();
+    /// assert_eq!(monitor.stats().queues[0].put, 8);
+    /// ```
+    pub fn broadcast_queue<T>(
+        &mut self,
+        name: &str,
+        capacity: Capacity,
+        block: Option<usize>,
+    ) -> QueueRef<T>
+    where
+        T: Clone + Send + 'static,
+    {
+        let queue = self.add_queue(name, capacity, block.map(|b| b.max(1)));
+        self.route(queue, Route::broadcast());
+        queue
+    }
+
+    /// Routes a queue between the replicas of its reader. (`pipeline!`
+    /// routes a queue once its workers are added, so that the queue's type
+    /// is known from them when its key function is checked.)
+    pub(crate) fn route<T: Send + 'static>(&mut self, queue: QueueRef<T>, route: Route<T>) {
+        self.queues[queue.index].route = Some(RouteNode {
+            label: route.label(),
+            route: Box::new(route),
+        });
+    }
+
     /// Sets the reorder window ([`DEFAULT_WINDOW`] unless set): while a
     /// [`sortiter`](crate::sortiter) inside the pipeline waits for order
     /// `k`, the pipeline's sources wait before putting a message of order
@@ -634,6 +815,7 @@ impl Graph {
             leftovers: leftovers_of::<T>,
             dead_letters: dead_letters_of::<T>,
             prepare_remote: prepare_remote_of::<T>,
+            route: None,
         });
         QueueRef {
             index: self.queues.len() - 1,
@@ -693,7 +875,8 @@ impl Graph {
     }
 
     /// Graphviz DOT text of the graph: workers as ellipses (with their
-    /// replica counts), queues as boxes.
+    /// replica counts), queues as boxes, and the edge from a routed queue
+    /// to its reader labelled with its route (`by key`, `broadcast`).
     pub fn dot(&self) -> String {
         let mut dot = String::from("digraph pipeline {\n    rankdir=LR;\n");
         for (i, q) in self.queues.iter().enumerate() {
@@ -701,8 +884,12 @@ impl Graph {
         }
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(dot, "    w{i} [label=\"{}\"];", w.label());
-            for q in &w.inputs {
-                let _ = writeln!(dot, "    q{q} -> w{i};");
+            for &q in &w.inputs {
+                match &self.queues[q].route {
+                    Some(r) => writeln!(dot, "    q{q} -> w{i} [label=\"{}\"];", r.label),
+                    None => writeln!(dot, "    q{q} -> w{i};"),
+                }
+                .ok();
             }
             for q in &w.outputs {
                 let _ = writeln!(dot, "    w{i} -> q{q};");
@@ -713,7 +900,8 @@ impl Graph {
     }
 
     /// Mermaid text of the graph (a `flowchart`), for a README or a doc
-    /// page that draws it: workers as rounded boxes, queues as boxes.
+    /// page that draws it: workers as rounded boxes, queues as boxes, and
+    /// the edge from a routed queue to its reader labelled with its route.
     pub fn mermaid(&self) -> String {
         let mut text = String::from("flowchart LR\n");
         for (i, q) in self.queues.iter().enumerate() {
@@ -721,8 +909,12 @@ impl Graph {
         }
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(text, "    w{i}([\"{}\"])", w.label());
-            for q in &w.inputs {
-                let _ = writeln!(text, "    q{q} --> w{i}");
+            for &q in &w.inputs {
+                match &self.queues[q].route {
+                    Some(r) => writeln!(text, "    q{q} -- \"{}\" --> w{i}", r.label),
+                    None => writeln!(text, "    q{q} --> w{i}"),
+                }
+                .ok();
             }
             for q in &w.outputs {
                 let _ = writeln!(text, "    w{i} --> q{q}");
@@ -758,6 +950,7 @@ impl Graph {
                 produced[q] = true;
             }
         }
+        let replicas = self.check_routes();
         let here = self.placement();
         let channels: Vec<_> = (self.queues.iter().enumerate())
             .map(|(i, q)| {
@@ -771,6 +964,8 @@ impl Graph {
                     messages: q.messages(readers[i].is_empty()),
                     block: q.block,
                     ending,
+                    route: q.route.as_ref().map(|r| &*r.route),
+                    readers: replicas[i],
                     #[cfg(feature = "redis")]
                     cluster: self.cluster.as_ref(),
                 };
@@ -801,15 +996,17 @@ impl Graph {
         // A queue's last reader may leave messages aside as it unwinds:
         // the pipeline drops them, named by the queue's first reader.
         let leftovers = (self.queues.iter().zip(&readers).enumerate())
-            .filter_map(|(i, (q, names))| {
-                let reader = names.first()?.clone();
-                Some((reader, (q.leftovers)(channels[i].as_ref())))
+            .filter_map(|(i, (q, names))| Some((names.first()?, q, i)))
+            .flat_map(|(reader, q, i)| {
+                let ends = (q.leftovers)(channels[i].as_ref());
+                ends.into_iter().map(|end| (reader.clone(), end))
             })
             .collect();
         let queue_ends = (self.queues.iter().zip(readers).enumerate())
             .map(|(i, (q, readers))| QueueInfo {
                 name: q.name.clone(),
-                capacity: q.messages(readers.is_empty()),
+                // A routed queue has a channel of that capacity per replica.
+                capacity: q.messages(readers.is_empty()).map(|n| n * replicas[i]),
                 readers,
                 counters: (q.counters)(channels[i].as_ref()),
                 remote: (q.dead_letters)(channels[i].as_ref()),
@@ -864,6 +1061,51 @@ impl Graph {
             control,
             diagrams,
         )
+    }
+
+    /// Checks that every routed queue has one reader worker; returns how
+    /// many replicas read each queue through a channel of its own (its
+    /// reader's replicas for a routed queue, 1 for any other).
+    ///
+    /// # Panics
+    /// If a routed queue has no reader worker, or several.
+    fn check_routes(&self) -> Vec<usize> {
+        let mut problems = Vec::new();
+        let replicas = (self.queues.iter().enumerate())
+            .map(|(i, q)| {
+                let Some(route) = &q.route else {
+                    return 1;
+                };
+                let readers: Vec<&WorkerNode> =
+                    self.workers.iter().filter(|w| w.inputs.contains(&i)).collect();
+                match readers.as_slice() {
+                    [reader] => reader.replicas,
+                    [] => {
+                        problems.push(format!(
+                            "ezq: the queue `{}` is routed {} but no worker reads it: a route chooses among the replicas of the queue's one reader worker, and a sink has none",
+                            q.name, route.label
+                        ));
+                        1
+                    }
+                    [..] => {
+                        let names: Vec<String> =
+                            readers.iter().map(|w| format!("`{}`", w.name)).collect();
+                        problems.push(format!(
+                            "ezq: the queue `{}` is routed {} but {} workers read it ({}): a routed queue needs exactly one reader worker, with as many replicas as it likes",
+                            q.name,
+                            route.label,
+                            readers.len(),
+                            names.join(", ")
+                        ));
+                        1
+                    }
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            panic!("{}", problems.join("\n"));
+        }
+        replicas
     }
 
     /// Which workers run in this process: all of them, unless the graph's

@@ -7,7 +7,8 @@
 //!
 //! This page teaches the crate in order: the runtime API that Python ezq
 //! users know, worker graphs with [`worker`] and [`pipeline!`], what happens
-//! when something fails, batching, and statistics.
+//! when something fails, batching, routing between replicas, and
+//! statistics.
 //!
 //! ## 1. The runtime API, by hand
 //!
@@ -137,7 +138,47 @@
 //! assert_eq!(p.squares.iter().count(), 10_000);
 //! ```
 //!
-//! ## 5. Statistics
+//! ## 5. Routing between replicas
+//!
+//! The replicas of `w * 4` share their input queue: each message goes to
+//! whichever replica is free, which serves stateless workers. A stateful
+//! reader routes its queue instead. `q[by KEY]` ([`Graph::keyed_queue`])
+//! sends each message to the replica that its key picks, so each replica
+//! sees every message of its keys: a merger of counts, a per-user session
+//! builder or a deduplicator runs as several replicas. `q[broadcast]`
+//! ([`Graph::broadcast_queue`]) sends every replica a copy of each message,
+//! as a stream of configuration updates needs. A routed queue has one
+//! reader worker (the compiler checks it), a channel per replica, and END
+//! reaches every replica.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use ezq::{pipeline, worker, Inbox, Outbox};
+//!
+//! fn word(count: &(String, u64)) -> &str {
+//!     &count.0
+//! }
+//!
+//! #[worker]
+//! fn merge(counts: Inbox<(String, u64)>, totals: Outbox<(String, u64)>) {
+//!     let mut total = HashMap::new();
+//!     for msg in counts {
+//!         *total.entry(msg.data.0).or_insert(0) += msg.data.1;
+//!     }
+//!     // Every count of these words came here: the totals are final.
+//!     for entry in total {
+//!         totals.put(entry);
+//!     }
+//! }
+//!
+//! let p = pipeline! { counts[by word, batch 64] -> merge * 4 -> totals; };
+//! p.counts.feed(["a", "b", "a"].map(|w| (w.to_owned(), 1)));
+//! let mut totals: Vec<_> = p.totals.iter().map(|m| m.data).collect();
+//! totals.sort();
+//! assert_eq!(totals, [("a".to_owned(), 2), ("b".to_owned(), 1)]);
+//! ```
+//!
+//! ## 6. Statistics
 //!
 //! [`Pipeline::stats`] (or a [`Monitor`](stats::Monitor) on another thread) counts, for each
 //! queue, the messages put and taken, its high-water mark, its capacity

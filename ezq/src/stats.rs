@@ -230,9 +230,16 @@ pub(crate) fn timed<R>(counters: &ReplicaCounters, wait: impl FnOnce() -> R) -> 
 /// every message. Every end of the queue counts here, and
 /// [`Pipeline::join`](crate::Pipeline::join) settles the account from
 /// here: what was put is taken, discarded on purpose, or dropped.
+///
+/// A broadcast queue's account counts copies: each message put is one
+/// copy per replica of its reader, each taken, discarded or dropped on its
+/// own. The ends count messages, and the counters multiply (`copies`).
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct QueueCounters {
+    /// Copies counted per message put (1 but for a broadcast queue);
+    /// written once, before any end exists.
+    copies: u64,
     pub(crate) put: AtomicU64,
     pub(crate) taken: AtomicU64,
     pub(crate) high_water: AtomicUsize,
@@ -251,7 +258,16 @@ pub(crate) struct QueueCounters {
 
 impl QueueCounters {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::default()
+        Self::with_copies(1)
+    }
+
+    /// The counters of a queue that counts `copies` per message put (a
+    /// broadcast queue: one per replica of its reader).
+    pub(crate) fn with_copies(copies: u64) -> Arc<Self> {
+        Arc::new(QueueCounters {
+            copies,
+            ..QueueCounters::default()
+        })
     }
 
     /// The queue's identity: no two live queues share it.
@@ -264,7 +280,7 @@ impl QueueCounters {
     #[inline]
     pub(crate) fn add_put(&self, n: u64, items: usize, block: usize) {
         if COUNTING && n > 0 {
-            self.put.fetch_add(n, Ordering::Relaxed);
+            self.put.fetch_add(n * self.copies, Ordering::Relaxed);
             self.high_water.fetch_max(items * block, Ordering::Relaxed);
         }
     }
@@ -273,14 +289,14 @@ impl QueueCounters {
     /// their producer (a `try_put` that failed).
     pub(crate) fn put_back(&self, n: u64) {
         if COUNTING {
-            self.put.fetch_sub(n, Ordering::Relaxed);
+            self.put.fetch_sub(n * self.copies, Ordering::Relaxed);
         }
     }
 
     /// Counts `n` messages that a producer could not deliver and did not
     /// get back.
     pub(crate) fn add_lost(&self, n: u64) {
-        self.lost.fetch_add(n, Ordering::Relaxed);
+        self.lost.fetch_add(n * self.copies, Ordering::Relaxed);
     }
 
     /// Counts `n` messages taken.

@@ -11,7 +11,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Expr;
 
 use super::graph::{Graph, Port, Worker};
-use super::parse::CapacityValue;
+use super::parse::{CapacityValue, RouteSpec};
 
 /// The local variable of a queue's `QueueRef`: the queue's own name, with
 /// macro hygiene (user expressions in the pipeline cannot see it, nor can it
@@ -105,6 +105,28 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
     // gives it its type.
     let workers: Vec<_> = workers.collect();
     let (fallbacks, imports) = (aliases.fallbacks(), aliases.imports());
+    // After the workers: the queue's type is then known from them, so a key
+    // function of another type is reported on the key, not on the queue.
+    let routes = graph.queues.iter().filter_map(|q| {
+        let route = q.route?;
+        // The queue's variable located at the route's keyword: rustc
+        // reports an unmet bound of the queue's type on that argument.
+        let var = Ident::new(
+            &q.name.to_string(),
+            Span::mixed_site().located_at(route.keyword().span()),
+        );
+        Some(match route {
+            RouteSpec::Keyed { key, .. } => {
+                let span = syn::spanned::Spanned::span(key);
+                let key = unparen(key);
+                quote_spanned!(span=> ::ezq::__private::keyed(&mut #g, #var, #key);)
+            }
+            RouteSpec::Broadcast(keyword) => {
+                let copies = quote_spanned!(keyword.span()=> ::ezq::__private::copies());
+                quote!(::ezq::__private::broadcast(&mut #g, #var, #copies);)
+            }
+        })
+    });
     let ends: Vec<_> = (graph.queues.iter().filter(|q| q.is_source()))
         .chain(
             graph
@@ -135,6 +157,7 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
             #cluster
             #(#queues)*
             #(#workers)*
+            #(#routes)*
             struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
             #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
         }

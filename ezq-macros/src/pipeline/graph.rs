@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use proc_macro2::{Ident, Span};
 use syn::{Expr, Lit};
 
-use super::parse::{CapacitySpec, CapacityValue, Pipeline, Slot, WorkerRef};
+use super::parse::{CapacitySpec, CapacityValue, Pipeline, RouteSpec, Slot, WorkerRef};
 use crate::errors::Errors;
 
 /// The checked graph that expansion works from.
@@ -23,6 +23,10 @@ pub struct Queue<'a> {
     pub capacity: Option<&'a CapacitySpec>,
     pub producers: Vec<usize>,
     pub consumers: Vec<usize>,
+    /// The queue's route, once checked: `None` for a queue that has none,
+    /// and for one whose route is in error (its expansion then routes
+    /// nothing, so that the error comes alone).
+    pub route: Option<&'a RouteSpec>,
 }
 
 impl Queue<'_> {
@@ -108,8 +112,78 @@ pub fn build<'a>(pipeline: &'a Pipeline, errors: &mut Errors) -> Graph<'a> {
             );
         }
     }
+    check_routes(&mut graph, errors);
     check_cycles(&graph, errors);
     graph
+}
+
+/// A routed queue chooses among the replicas of its one reader worker:
+/// it must have exactly one, and be local.
+fn check_routes(graph: &mut Graph, errors: &mut Errors) {
+    for q in 0..graph.queues.len() {
+        let queue = &graph.queues[q];
+        let Some(spec) = queue.capacity else {
+            continue;
+        };
+        let Some(route) = &spec.route else {
+            continue;
+        };
+        let (name, keyword) = (queue.name, route.keyword());
+        let mut valid = true;
+        if spec.redis.is_some() {
+            errors.at(
+                keyword.span(),
+                format_args!(
+                    "routing a Redis-backed queue is not supported yet: `{keyword}` needs queue `{name}` to be local; remove `redis` or `{keyword}`"
+                ),
+            );
+            valid = false;
+        }
+        let reader_names: Vec<String> = (queue.consumers.iter())
+            .map(|&w| graph.workers[w].syntax.name())
+            .collect();
+        match reader_names.as_slice() {
+            [] => {
+                errors.at(
+                    keyword.span(),
+                    format_args!(
+                        "queue `{name}` is routed (`{keyword}`) but no worker reads it: a route chooses among the replicas of the queue's reader worker, and a sink is read by the pipeline's caller; remove `{keyword}`"
+                    ),
+                );
+                valid = false;
+            }
+            [_] => {}
+            [first, ..] => {
+                let list: Vec<String> = reader_names.iter().map(|n| format!("`{n}`")).collect();
+                errors.at(
+                    keyword.span(),
+                    format_args!(
+                        "queue `{name}` is routed (`{keyword}`), so one worker must read it, but {} workers read it ({}): let one worker read it, with replicas (`{first} * 4`), or give each worker a queue of its own",
+                        list.len(),
+                        list.join(" and ")
+                    ),
+                );
+                for &w in &queue.consumers[1..] {
+                    let mention = (graph.workers[w].inputs.queues.iter())
+                        .find(|&&(wq, _)| wq == q)
+                        .map(|&(_, mention)| mention);
+                    if let Some(mention) = mention {
+                        errors.at(
+                            mention.span(),
+                            format_args!(
+                                "another worker (`{}`) reads the routed queue `{name}` here; `{first}` reads it first, and a routed queue has one reader worker",
+                                graph.workers[w].syntax.name()
+                            ),
+                        );
+                    }
+                }
+                valid = false;
+            }
+        }
+        if valid {
+            graph.queues[q].route = Some(route);
+        }
+    }
 }
 
 impl<'a> Graph<'a> {
@@ -129,6 +203,7 @@ impl<'a> Graph<'a> {
                     capacity: None,
                     producers: Vec::new(),
                     consumers: Vec::new(),
+                    route: None,
                 });
                 self.queues.len() - 1
             });

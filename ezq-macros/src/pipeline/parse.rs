@@ -34,14 +34,35 @@ pub struct QueueMention {
     pub capacity: Option<CapacitySpec>,
 }
 
-/// `name[EXPR]`, `name[unbounded]`, `name[batch EXPR]`, `name[redis]`, or
-/// several of them separated by commas.
+/// `name[EXPR]`, `name[unbounded]`, `name[batch EXPR]`, `name[by KEY]`,
+/// `name[broadcast]`, `name[redis]`, or several of them separated by
+/// commas.
 pub struct CapacitySpec {
     pub span: Span,
     pub value: Option<CapacityValue>,
     pub batch: Option<Expr>,
     /// The `redis` keyword, if given.
     pub redis: Option<Ident>,
+    /// How the queue's messages are routed between its reader's replicas.
+    pub route: Option<RouteSpec>,
+}
+
+/// `by KEY` or `broadcast`.
+pub enum RouteSpec {
+    /// Each message to the replica that its key picks.
+    Keyed { by: Ident, key: Expr },
+    /// Every message to every replica.
+    Broadcast(Ident),
+}
+
+impl RouteSpec {
+    /// The keyword, where errors about the route are reported.
+    pub fn keyword(&self) -> &Ident {
+        match self {
+            RouteSpec::Keyed { by, .. } => by,
+            RouteSpec::Broadcast(keyword) => keyword,
+        }
+    }
 }
 
 pub enum CapacityValue {
@@ -171,6 +192,7 @@ impl Parse for QueueMention {
                 value: None,
                 batch: None,
                 redis: None,
+                route: None,
             };
             if content.is_empty() {
                 return Err(syn::Error::new(span, EXPECTED_OPTION));
@@ -189,7 +211,10 @@ impl Parse for QueueMention {
     }
 }
 
-const EXPECTED_OPTION: &str = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), or `redis`";
+const EXPECTED_OPTION: &str = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), `by KEY` (`q[by word]`), `broadcast`, or `redis`";
+
+/// What a second route of one queue is called.
+const A_ROUTE: &str = "a route (`by KEY` or `broadcast`)";
 
 /// One option inside `name[...]`.
 fn parse_queue_option(content: ParseStream, spec: &mut CapacitySpec) -> syn::Result<()> {
@@ -210,6 +235,21 @@ fn parse_queue_option(content: ParseStream, spec: &mut CapacitySpec) -> syn::Res
             let k: Ident = content.parse()?;
             let span = k.span();
             set_once(&mut spec.redis, k, span, "`redis`")
+        }
+        Some(k) if k == "broadcast" && at_end => {
+            let k: Ident = content.parse()?;
+            let span = k.span();
+            set_once(&mut spec.route, RouteSpec::Broadcast(k), span, A_ROUTE)
+        }
+        Some(k) if k == "by" && at_end => Err(syn::Error::new(
+            k.span(),
+            "expected a key function after `by`, such as `q[by word]`",
+        )),
+        Some(k) if k == "by" => {
+            let by: Ident = content.parse()?;
+            let key: Expr = content.parse()?;
+            let span = by.span();
+            set_once(&mut spec.route, RouteSpec::Keyed { by, key }, span, A_ROUTE)
         }
         Some(k) if k == "batch" && !at_end => {
             let k: Ident = content.parse()?;

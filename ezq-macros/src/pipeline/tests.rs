@@ -64,6 +64,53 @@ fn redis_expansion() {
 }
 
 #[test]
+fn routed_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        () -> tokenize -> words[by word_of, batch 256];
+        words -> merge * 4 -> totals;
+        config[broadcast] -> serve * n -> replies;
+        events[4096, by |e: &Event| e.user] -> sessions * 2 -> done;
+    }));
+}
+
+#[test]
+fn routes_are_checked() {
+    assert_eq!(
+        errors(quote! {
+            a -> w -> b[by key];
+            c[broadcast] -> v -> d;
+            c -> u -> e;
+            f[redis, by key] -> w -> g;
+        }),
+        [
+            "queue `b` is routed (`by`) but no worker reads it: a route chooses among the replicas of the queue's reader worker, and a sink is read by the pipeline's caller; remove `by`",
+            "queue `c` is routed (`broadcast`), so one worker must read it, but 2 workers read it (`v` and `u`): let one worker read it, with replicas (`v * 4`), or give each worker a queue of its own",
+            "another worker (`u`) reads the routed queue `c` here; `v` reads it first, and a routed queue has one reader worker",
+            "routing a Redis-backed queue is not supported yet: `by` needs queue `f` to be local; remove `redis` or `by`",
+        ]
+    );
+    assert!(
+        errors(quote! {
+            a[by k, batch 64, 128] -> w * 4 -> b;
+            b[broadcast] -> v * 2;
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn route_syntax_errors_say_what_was_expected() {
+    assert_eq!(
+        syntax_error(quote! { a[by] -> w; }),
+        "expected a key function after `by`, such as `q[by word]`"
+    );
+    assert_eq!(
+        syntax_error(quote! { a[by k, broadcast] -> w; }),
+        "a route (`by KEY` or `broadcast`) is given twice for this queue"
+    );
+}
+
+#[test]
 fn a_cluster_needs_its_keyword() {
     assert_eq!(
         syntax_error(quote! { clutser = c; a -> w -> b; }),
@@ -176,7 +223,7 @@ fn syntax_errors_say_what_was_expected() {
         syntax_error(quote! { a; }),
         "a chain needs a worker: `queue -> worker -> queue;`"
     );
-    let option = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), or `redis`";
+    let option = "expected a queue option: a capacity (`q[1024]`), `unbounded`, `batch N` (`q[batch 256]`), `by KEY` (`q[by word]`), `broadcast`, or `redis`";
     assert_eq!(syntax_error(quote! { a[] -> w; }), option);
     assert_eq!(syntax_error(quote! { a[, 4] -> w; }), option);
     assert_eq!(

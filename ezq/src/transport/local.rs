@@ -77,6 +77,10 @@ impl<T> Tx<T> {
         self.tx.len()
     }
 
+    pub(crate) fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
+
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.tx.capacity()
     }

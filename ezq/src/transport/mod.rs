@@ -1,8 +1,10 @@
 //! The transport layer: how an item crosses from a queue's producers to its
 //! readers. The rest of the runtime sees only [`Tx`], [`Rx`], [`Item`],
 //! [`select`] and the END protocol of [`end`]; each way of moving items is a
-//! flavor of its own: [`local`], an in-process channel, and (feature
-//! `redis`) [`redis`], a Redis stream shared by processes.
+//! flavor of its own: [`local`], an in-process channel; [`routed`], a
+//! local channel per replica of the reader, with producers that choose
+//! among them (by key, or all of them); and (feature `redis`) [`redis`], a
+//! Redis stream shared by processes.
 //!
 //! To add a flavor: write `transport/<name>.rs` with the same operations as
 //! `local.rs`, add a variant to [`Tx`] and [`Rx`] and an arm to each match
@@ -13,10 +15,13 @@ mod end;
 mod local;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+mod routed;
 
 use std::time::{Duration, Instant};
 
 pub(crate) use end::Gate;
+pub use routed::KeyFn;
+pub(crate) use routed::Route;
 
 use crate::Msg;
 
@@ -79,12 +84,14 @@ pub(crate) enum SendError<T> {
 /// The producing end of a queue; clones share the queue.
 pub(crate) enum Tx<T> {
     Local(local::Tx<T>),
+    Routed(routed::Tx<T>),
     #[cfg(feature = "redis")]
     Redis(redis::Tx<T>),
 }
 
 /// The reading end of a queue; clones share the queue (each item goes to
-/// one reader).
+/// one reader). A routed queue has one per replica of its reader, each a
+/// local channel of its own.
 pub(crate) enum Rx<T> {
     Local(local::Rx<T>),
     #[cfg(feature = "redis")]
@@ -95,6 +102,19 @@ pub(crate) enum Rx<T> {
 pub(crate) fn channel<T>(capacity: Option<usize>, ending: Ending) -> (Tx<T>, Rx<T>) {
     let (tx, rx) = local::channel(capacity, ending);
     (Tx::Local(tx), Rx::Local(rx))
+}
+
+/// A routed queue for `readers` replicas (at least one), each with a
+/// channel of `capacity` items: its producing end, and the reading end of
+/// each replica.
+pub(crate) fn routed_channel<T>(
+    route: Route<T>,
+    readers: usize,
+    capacity: Option<usize>,
+    ending: Ending,
+) -> (Tx<T>, Vec<Rx<T>>) {
+    let (tx, rxs) = routed::channel(route, readers, capacity, ending);
+    (Tx::Routed(tx), rxs.into_iter().map(Rx::Local).collect())
 }
 
 /// Both ends of a Redis-backed queue.
@@ -148,6 +168,7 @@ impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
         match self {
             Tx::Local(tx) => Tx::Local(tx.clone()),
+            Tx::Routed(tx) => Tx::Routed(tx.clone()),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => Tx::Redis(tx.clone()),
         }
@@ -170,6 +191,7 @@ impl<T> Tx<T> {
     pub(crate) fn try_send(&self, item: Item<T>) -> Result<(), SendError<T>> {
         match self {
             Tx::Local(tx) => tx.try_send(item),
+            Tx::Routed(tx) => tx.try_send(item),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.try_send(item),
         }
@@ -181,6 +203,7 @@ impl<T> Tx<T> {
     pub(crate) fn send(&self, item: Item<T>) -> Result<(), Item<T>> {
         match self {
             Tx::Local(tx) => tx.send(item),
+            Tx::Routed(tx) => tx.send(item),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.send(item),
         }
@@ -195,6 +218,7 @@ impl<T> Tx<T> {
     ) -> Result<(), SendError<T>> {
         match self {
             Tx::Local(tx) => tx.send_deadline(item, deadline),
+            Tx::Routed(tx) => tx.send_deadline(item, deadline),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.send_deadline(item, deadline),
         }
@@ -205,6 +229,7 @@ impl<T> Tx<T> {
     pub(crate) fn len(&self) -> usize {
         match self {
             Tx::Local(tx) => tx.len(),
+            Tx::Routed(tx) => tx.len(),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.len(),
         }
@@ -214,6 +239,7 @@ impl<T> Tx<T> {
     pub(crate) fn capacity(&self) -> Option<usize> {
         match self {
             Tx::Local(tx) => tx.capacity(),
+            Tx::Routed(tx) => tx.capacity(),
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.capacity(),
         }
@@ -222,7 +248,7 @@ impl<T> Tx<T> {
     /// Whether the queue's messages live outside this process.
     pub(crate) fn is_remote(&self) -> bool {
         match self {
-            Tx::Local(_) => false,
+            Tx::Local(_) | Tx::Routed(_) => false,
             #[cfg(feature = "redis")]
             Tx::Redis(_) => true,
         }
@@ -232,7 +258,7 @@ impl<T> Tx<T> {
     /// so (a remote queue is not emptied by this process's cancel).
     pub(crate) fn stop_when(&self, _stop: Box<dyn Fn() -> bool + Send + Sync>) {
         match self {
-            Tx::Local(_) => {}
+            Tx::Local(_) | Tx::Routed(_) => {}
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.stop_when(_stop),
         }
@@ -243,7 +269,7 @@ impl<T> Tx<T> {
     /// local queue.
     pub(crate) fn register_producer(&self) {
         match self {
-            Tx::Local(_) => {}
+            Tx::Local(_) | Tx::Routed(_) => {}
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => tx.register(),
         }
@@ -253,7 +279,7 @@ impl<T> Tx<T> {
     /// messages this process sent to the dead letters from it.
     pub(crate) fn dead_letters(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
         match self {
-            Tx::Local(_) => None,
+            Tx::Local(_) | Tx::Routed(_) => None,
             #[cfg(feature = "redis")]
             Tx::Redis(tx) => Some(tx.dead_lettered()),
         }

@@ -30,10 +30,14 @@ fn inc(x: u64) -> core::result::Result<u64, std::string::String> {
     Ok(x + 1)
 }
 
+fn parity(x: &u64) -> u64 {
+    x % 2
+}
+
 fn main() {
     let p = pipeline! {
-        a[16] -> double * 2 -> b;
-        b -> inc -> c;
+        a[16] -> double * 2 -> b[by parity, batch 4];
+        b -> inc * 2 -> c;
     };
     p.a.put(1);
     p.a.end();
