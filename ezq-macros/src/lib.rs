@@ -97,10 +97,15 @@ use proc_macro::TokenStream;
 ///
 /// `#[worker]` takes no arguments, and rejects what cannot run as a worker
 /// thread: an `async fn`, an `unsafe fn`, a method (`self`), a generic
-/// function, an `impl Trait` parameter, an extra argument that borrows
-/// (`&HashMap<K, V>`: the worker's threads may outlive the caller's stack,
-/// so share it through an `Arc<HashMap<K, V>>`; `&'static` is fine), and a
-/// function with neither queues nor a return value. A queue must be spelled `Inbox<T>` / `Outbox<T>`
+/// function, an `impl Trait` parameter, and a function with neither queues
+/// nor a return value.
+///
+/// An extra argument may borrow (`table: &HashMap<K, V>`, `seen:
+/// &AtomicU64`, `items: &[T]`): such a worker runs in a scoped pipeline
+/// (`pipeline! { scope = s; .. }` inside `std::thread::scope`), which joins
+/// its threads before the borrowed data goes away. Used in a pipeline
+/// outside a scope, it is a compile error on its arguments that says so
+/// (share the data through an `Arc` there; `&'static` is fine anywhere). A queue must be spelled `Inbox<T>` / `Outbox<T>`
 /// (any path ending so), not through a type alias.
 #[proc_macro_attribute]
 pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -140,7 +145,7 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # Grammar
 ///
 /// ```text
-/// pipeline := [ "cluster" "=" EXPR ";" ] chain+
+/// pipeline := ( "cluster" "=" EXPR ";" | "scope" "=" EXPR ";" )* chain+
 /// chain    := slot ( "->" worker "->" slot )* [ "->" worker ] ";"
 /// slot     := queue | "(" queue ( "," queue )* ")" | "()"
 /// queue    := NAME [ "[" option ( "," option )* "]" ]
@@ -194,6 +199,33 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   (see [`ezq::cluster`](../ezq/cluster/index.html)). Its message type must be
 ///   serde-serializable. It combines with a capacity and a block size:
 ///   `queue[redis, 4096, batch 512]` (256 messages at a time unless given).
+/// - `scope = EXPR;`, first in the pipeline, starts its workers on threads
+///   of a `std::thread::Scope` (EXPR is the `&Scope`): they may then borrow
+///   from the caller's stack (`lookup(&table)`), the pipeline is an
+///   `ezq::ScopedPipeline` that cannot leave the scope, and everything is
+///   joined before the scope returns, with the same failure reporting.
+///
+///   ```
+///   use std::collections::HashMap;
+///   use ezq::{pipeline, worker, Inbox, Outbox};
+///
+///   #[worker]
+///   fn lookup(names: Inbox<String>, ids: Outbox<u32>, table: &HashMap<String, u32>) {
+///       for msg in names {
+///           ids.put(table[&msg.data]);
+///       }
+///   }
+///
+///   let table = HashMap::from([("one".to_string(), 1), ("two".to_string(), 2)]);
+///   let total: u32 = std::thread::scope(|s| {
+///       let p = pipeline! { scope = s; names -> lookup(&table) * 2 -> ids; };
+///       p.names.feed(["one", "two", "two"].map(String::from));
+///       let total = p.ids.iter().map(|m| m.data).sum();
+///       p.join().unwrap();
+///       total
+///   });
+///   assert_eq!(total, 5);
+///   ```
 /// - `cluster = EXPR;`, first in the pipeline, names the
 ///   `ezq::cluster::Cluster` of its Redis-backed queues; without it, they
 ///   connect as the environment says (`EZQ_REDIS_URL`, `EZQ_JOB`,

@@ -23,29 +23,34 @@ pub trait WorkerFn: 'static {
     const WRITES: usize;
     /// How many extra arguments it takes: the length of `Args`.
     const ARGS: usize;
+    /// Whether an extra argument borrows (for less than `'static`): the
+    /// worker runs in a scoped pipeline only.
+    const BORROWS: bool;
     /// The queues it reads, as a tuple of `QueueRef`s.
     type Inputs: Inputs + 'static;
     /// The queues it writes, as a tuple of `QueueRef`s.
     type Outputs: Outputs + 'static;
-    /// Its extra arguments, as a tuple; cloned for each replica.
-    type Args: Clone + Send + Sync + 'static;
+    /// Its extra arguments, as a tuple, with each borrow of them for `'a`;
+    /// cloned for each replica. A pipeline outside a scope needs them for
+    /// `'static`; a scoped one, for its scope.
+    type Args<'a>: Clone + Send + Sync + 'a;
     /// Calls the function with one replica's ports.
     fn run(
         inputs: <Self::Inputs as Inputs>::Open,
         outputs: <Self::Outputs as Outputs>::Open,
-        args: Self::Args,
+        args: Self::Args<'_>,
     ) -> Result<(), String>;
 }
 
 /// Adds `replicas` of worker `W` to the graph, once `pipeline!`'s checks of
 /// this use of `W` passed (`CHECKED`, see [`Shape`]).
-pub fn worker<W: Checked<CHECKED>, const CHECKED: bool>(
-    graph: &mut Graph,
+pub fn worker<'g, 'env, W: Checked<CHECKED>, const CHECKED: bool>(
+    graph: &'g mut Graph<'env>,
     replicas: usize,
     inputs: <W::Worker as WorkerFn>::Inputs,
     outputs: <W::Worker as WorkerFn>::Outputs,
-    args: <W::Worker as WorkerFn>::Args,
-) -> WorkerSettings<'_> {
+    args: <W::Worker as WorkerFn>::Args<'env>,
+) -> WorkerSettings<'g, 'env> {
     graph.add(W::Worker::NAME, replicas, inputs, outputs, move |i, o| {
         W::Worker::run(i, o, args.clone())
     })
@@ -105,6 +110,7 @@ impl<W: WorkerFn> Probe<W> {
         reads: W::READS,
         writes: W::WRITES,
         args: W::ARGS,
+        borrows: W::BORROWS,
     });
 }
 
@@ -138,6 +144,7 @@ enum Kind {
         reads: usize,
         writes: usize,
         args: usize,
+        borrows: bool,
     },
     /// A name with no type: a function without `#[worker]`.
     Function,
@@ -174,6 +181,20 @@ impl Shape {
         match self.writes_problem(given) {
             None => self,
             Some(text) => fail(text),
+        }
+    }
+
+    /// Checks, in a pipeline outside a scope, that the worker's extra
+    /// arguments do not borrow.
+    #[track_caller]
+    pub const fn owned(self) -> Self {
+        match self.kind {
+            Kind::Worker { borrows: true, .. } => fail(
+                Text::new()
+                    .code(self.name)
+                    .add(" borrows an argument, and this pipeline's threads may outlive it: start the pipeline in a scope, `std::thread::scope(|s| { let p = pipeline! { scope = s; .. }; .. })`, or pass owned data (an `Arc` to share it)"),
+            ),
+            _ => self,
         }
     }
 
@@ -464,6 +485,7 @@ mod tests {
             reads,
             writes,
             args,
+            borrows: false,
         })
     }
 

@@ -20,11 +20,11 @@ use crate::ends::sink::Sink;
 use crate::ends::source::{Source, SourceControl, SourceEnd};
 use crate::ends::{Leftovers, QueueShared};
 use crate::error::{Stopped, panic_message};
-use crate::pipeline::{Pipeline, Running};
+use crate::pipeline::{Pipeline, Running, ScopedPipeline};
 use crate::stats::{QueueCounters, QueueInfo, ReplicaCounters};
 use crate::trace;
 use crate::transport::{self, Ending, Item, Route, Rx, ThreadEnd, Tx};
-use crate::worker::{WorkerResult, spawn_thread};
+use crate::worker::{ThreadHandle, WorkerResult, spawn_scoped, spawn_thread};
 
 /// The capacity of queues between workers and of sources when none is
 /// given: large enough that channel hand-offs stay cheap, small enough that
@@ -116,11 +116,11 @@ impl Capacity {
 /// p.0.end();
 /// assert_eq!(p.1.iter().count(), 1);
 /// ```
-pub struct WorkerSettings<'a> {
-    worker: &'a mut WorkerNode,
+pub struct WorkerSettings<'a, 'env> {
+    worker: &'a mut WorkerNode<'env>,
 }
 
-impl fmt::Debug for WorkerSettings<'_> {
+impl fmt::Debug for WorkerSettings<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerSettings")
             .field("name", &self.worker.name)
@@ -129,7 +129,7 @@ impl fmt::Debug for WorkerSettings<'_> {
     }
 }
 
-impl WorkerSettings<'_> {
+impl WorkerSettings<'_, '_> {
     /// Sets the stack size of the worker's threads, in bytes, for a worker
     /// that recurses deeply or keeps large values on its stack.
     pub fn stack_size(self, bytes: usize) -> Self {
@@ -350,8 +350,8 @@ type MakeEnd = fn(&(dyn Any + Send)) -> Arc<QueueCounters>;
 type DeadLetters = fn(&(dyn Any + Send)) -> Option<Arc<AtomicU64>>;
 type PrepareRemote = fn(&(dyn Any + Send), Box<dyn Fn() -> bool + Send + Sync>, bool);
 type MakeLeftovers = fn(&(dyn Any + Send)) -> Vec<Arc<dyn Leftovers>>;
-type Body = Box<dyn FnOnce() -> Result<(), String> + Send>;
-type OpenReplica = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body>;
+type Body<'env> = Box<dyn FnOnce() -> Result<(), String> + Send + 'env>;
+type OpenReplica<'env> = Box<dyn Fn(&Channels, &Arc<Replica>) -> Body<'env> + 'env>;
 
 struct QueueNode {
     name: String,
@@ -378,14 +378,14 @@ struct RouteNode {
     label: &'static str,
 }
 
-struct WorkerNode {
+struct WorkerNode<'env> {
     name: String,
     replicas: usize,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
     /// The stack size of its threads, if not Rust's default.
     stack: Option<usize>,
-    open: OpenReplica,
+    open: OpenReplica<'env>,
 }
 
 impl QueueNode {
@@ -401,7 +401,7 @@ impl QueueNode {
     }
 }
 
-impl WorkerNode {
+impl WorkerNode<'_> {
     /// The worker's name, with its replica count if more than one.
     fn label(&self) -> String {
         match self.replicas {
@@ -557,15 +557,15 @@ fn leftovers_of<T: Send + 'static>(channel: &(dyn Any + Send)) -> Vec<Arc<dyn Le
 /// assert_eq!(total, 90);
 /// p.join().unwrap();
 /// ```
-pub struct Graph {
+pub struct Graph<'env> {
     queues: Vec<QueueNode>,
-    workers: Vec<WorkerNode>,
+    workers: Vec<WorkerNode<'env>>,
     window: u64,
     #[cfg(feature = "redis")]
     cluster: Option<crate::cluster::Cluster>,
 }
 
-impl Default for Graph {
+impl Default for Graph<'_> {
     fn default() -> Self {
         Graph {
             queues: Vec::new(),
@@ -577,13 +577,13 @@ impl Default for Graph {
     }
 }
 
-impl fmt::Debug for Graph {
+impl fmt::Debug for Graph<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.dot())
     }
 }
 
-impl Graph {
+impl<'env> Graph<'env> {
     /// An empty graph.
     pub fn new() -> Self {
         Graph::default()
@@ -840,8 +840,8 @@ impl Graph {
         replicas: usize,
         inputs: I,
         outputs: O,
-        f: impl Fn(I::Open, O::Open) -> R + Send + Sync + 'static,
-    ) -> WorkerSettings<'_>
+        f: impl Fn(I::Open, O::Open) -> R + Send + Sync + 'env,
+    ) -> WorkerSettings<'_, 'env>
     where
         I: Inputs + 'static,
         O: Outputs + 'static,
@@ -935,7 +935,56 @@ impl Graph {
     /// reached, a queue on the server carries another message type, or a
     /// local queue joins a worker that runs here to one that runs
     /// elsewhere (see `Graph::cluster`, feature `redis`).
-    pub fn start<Q>(mut self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
+    /// Starts the graph's workers on threads of `scope` and returns the
+    /// running pipeline: its workers may borrow what outlives the scope
+    /// (extra arguments such as `&HashMap<K, V>`, `&AtomicU64`, a slice),
+    /// and the scope joins every one of them before it returns. Otherwise
+    /// as [`start`](Graph::start).
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use ezq::{Graph, Inbox, Outbox};
+    ///
+    /// let table: HashMap<&str, u32> = HashMap::from([("one", 1), ("two", 2)]);
+    /// let found: u32 = std::thread::scope(|s| {
+    ///     let mut g = Graph::new();
+    ///     let (names, ids) = (g.queue::<&'static str>("names"), g.queue::<u32>("ids"));
+    ///     let table = &table;
+    ///     g.add("lookup", 2, (names,), (ids,), move |(i,): (Inbox<&str>,), (o,): (Outbox<u32>,)| {
+    ///         for msg in i {
+    ///             o.put(table[msg.data]);
+    ///         }
+    ///     });
+    ///     let p = g.start_in(s, |c| (c.source(names), c.sink(ids)));
+    ///     p.0.feed(["one", "two", "two"]);
+    ///     let found = p.1.iter().map(|m| m.data).sum();
+    ///     p.join().unwrap();
+    ///     found
+    /// });
+    /// assert_eq!(found, 5);
+    /// ```
+    ///
+    /// # Panics
+    /// As [`start`](Graph::start).
+    pub fn start_in<'scope, Q>(
+        self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        handle: impl FnOnce(&Channels) -> Q,
+    ) -> ScopedPipeline<'scope, Q>
+    where
+        'env: 'scope,
+    {
+        ScopedPipeline::new(self.start_with(
+            |name, stack, body| spawn_scoped(scope, name, stack, body),
+            handle,
+        ))
+    }
+
+    fn start_with<Q>(
+        mut self,
+        mut spawn: impl FnMut(String, Option<usize>, Body<'env>) -> ThreadHandle,
+        handle: impl FnOnce(&Channels) -> Q,
+    ) -> Pipeline<Q> {
         let diagrams = [self.dot(), self.mermaid()];
         let control = Control::new(self.window);
         let mut readers = vec![Vec::new(); self.queues.len()];
@@ -1027,7 +1076,7 @@ impl Graph {
                 let thread_control = Arc::clone(&control);
                 let cancel = Arc::clone(&control);
                 let finished = Arc::clone(&counters);
-                let handle = spawn_thread(format!("{name}#{replica}"), w.stack, move || {
+                let thread_body: Body<'env> = Box::new(move || {
                     let _finished = Finished(finished);
                     transport::worker_thread();
                     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -1048,6 +1097,7 @@ impl Graph {
                     });
                     outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
                 });
+                let handle = spawn(format!("{name}#{replica}"), w.stack, thread_body);
                 threads.push(Running { counters, handle });
             }
         }
@@ -1155,6 +1205,30 @@ impl Graph {
     #[cfg(not(feature = "redis"))]
     fn placement(&mut self) -> impl Fn(&str) -> bool + use<> {
         |_| true
+    }
+}
+
+impl Graph<'static> {
+    /// Starts every worker and returns the running pipeline. `handle` picks
+    /// the caller's ends out of the graph's queues ([`Channels::source`],
+    /// [`Channels::sink`]); the [`Pipeline`] derefs to what it returns.
+    ///
+    /// Once this returns, the graph holds no queue ends of its own, so a
+    /// queue ends as soon as every one of its producers is done.
+    ///
+    /// Workers that borrow from the caller's stack start with
+    /// [`start_in`](Graph::start_in), in a scope.
+    ///
+    /// # Panics
+    /// If the graph has Redis-backed queues and its cluster cannot be
+    /// reached, a queue on the server carries another message type, or a
+    /// local queue joins a worker that runs here to one that runs
+    /// elsewhere (see `Graph::cluster`, feature `redis`).
+    pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
+        self.start_with(
+            |name, stack, body| ThreadHandle::Own(spawn_thread(name, stack, body)),
+            handle,
+        )
     }
 }
 

@@ -91,7 +91,11 @@
 //! ```
 //!
 //! Map workers (`fn(T) -> U`), extra arguments, fan-in, fan-out and queue
-//! capacities are described with [`pipeline!`]. The same graph can be built
+//! capacities are described with [`pipeline!`]. Workers whose extra
+//! arguments borrow from the caller's stack (`lookup(&table)`) run in a
+//! scoped pipeline, `pipeline! { scope = s; .. }` inside
+//! [`std::thread::scope`], a [`ScopedPipeline`] joined before the scope
+//! returns; [`map_scoped`] is [`map`]'s borrowing form. The same graph can be built
 //! at run time with [`Graph`], which is what `pipeline!` expands to.
 //!
 //! ## 3. Failures
@@ -256,9 +260,9 @@ pub use ends::writer::SourceWriter;
 pub use error::{Cause, DropReason, Dropped, Error, Failure};
 pub use ezq_macros::{pipeline, worker};
 pub use graph::Graph;
-pub use map::{Map, map, map_with_window};
+pub use map::{Map, map, map_scoped, map_with_window};
 pub use msg::{Kind, Msg};
-pub use pipeline::{Pipeline, TimedOut};
+pub use pipeline::{Pipeline, ScopedPipeline, TimedOut};
 #[cfg(feature = "progress")]
 pub use progress::Progress;
 pub use queue::{Ended, Iter, Queue, endq, iter_msg, iter_q, put_msg};

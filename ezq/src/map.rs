@@ -171,6 +171,32 @@ impl<I: Iterator, U> Iterator for Map<I, U> {
     }
 }
 
+/// [`map`] for a closure or items that borrow from the caller's stack: `f`
+/// over every item, in parallel on rayon's pool, the results in the
+/// items' order. Unlike [`map`], it takes every item before it starts and
+/// returns when every result is in (nothing outlives the call, so nothing
+/// needs to be `'static`). A panic in `f` is re-raised here.
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// let ages = HashMap::from([("ann", 31), ("bob", 42)]);
+/// let names = vec!["bob", "ann", "bob"];
+/// let found: Vec<u32> = ezq::map_scoped(|name: &&str| ages[name], &names);
+/// assert_eq!(found, [42, 31, 42]);
+/// ```
+pub fn map_scoped<I, F, U>(f: F, items: I) -> Vec<U>
+where
+    I: IntoIterator,
+    I::Item: Send,
+    F: Fn(I::Item) -> U + Send + Sync,
+    U: Send,
+{
+    use rayon::iter::{IntoParallelIterator, ParallelIterator};
+    let items: Vec<I::Item> = items.into_iter().collect();
+    items.into_par_iter().map(f).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! statistics.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -13,11 +14,12 @@ use crate::ends::Leftovers;
 use crate::ends::source::SourceControl;
 use crate::error::{Cause, DropReason, Dropped, Error, Failure, Outcome, Stopped, failure};
 use crate::stats::{Monitor, QueueInfo, ReplicaCounters, Stats};
+use crate::worker::ThreadHandle;
 
 /// One worker replica's thread.
 pub(crate) struct Running {
     pub(crate) counters: Arc<ReplicaCounters>,
-    pub(crate) handle: JoinHandle<Result<(), String>>,
+    pub(crate) handle: ThreadHandle,
 }
 
 /// A running worker graph, returned by `pipeline!` and by
@@ -335,5 +337,67 @@ impl<Q> Drop for Pipeline<Q> {
                 panic!("{error}");
             }
         }
+    }
+}
+
+/// A pipeline started in a scope ([`Graph::start_in`](crate::Graph::start_in),
+/// or `pipeline! { scope = s; .. }`): a [`Pipeline`] whose workers may
+/// borrow from the caller's stack. It derefs to the pipeline, and cannot
+/// leave its scope: the scope joins its workers as it ends, and they end
+/// only once the pipeline's sources end, which its `join` or drop does.
+///
+/// ```compile_fail
+/// use ezq::{pipeline, worker, Inbox, Outbox};
+///
+/// #[worker]
+/// fn double(i: Inbox<u64>, o: Outbox<u64>) {
+///     for msg in i {
+///         o.put(msg.data * 2);
+///     }
+/// }
+///
+/// // The scope would wait for workers that wait for the pipeline's END.
+/// let p = std::thread::scope(|s| pipeline! { scope = s; numbers -> double -> doubled; });
+/// ```
+#[must_use = "dropping a pipeline ends its sources and waits for its workers"]
+pub struct ScopedPipeline<'scope, Q> {
+    pipeline: Pipeline<Q>,
+    _scope: PhantomData<&'scope ()>,
+}
+
+impl<Q> ScopedPipeline<'_, Q> {
+    pub(crate) fn new(pipeline: Pipeline<Q>) -> Self {
+        ScopedPipeline {
+            pipeline,
+            _scope: PhantomData,
+        }
+    }
+
+    /// Ends the sources, waits for every worker and reports, as
+    /// [`Pipeline::join`] does.
+    pub fn join(self) -> Result<(), Error> {
+        self.pipeline.join()
+    }
+}
+
+impl<Q> Deref for ScopedPipeline<'_, Q> {
+    type Target = Pipeline<Q>;
+
+    fn deref(&self) -> &Pipeline<Q> {
+        &self.pipeline
+    }
+}
+
+impl<Q> std::ops::DerefMut for ScopedPipeline<'_, Q> {
+    fn deref_mut(&mut self) -> &mut Pipeline<Q> {
+        &mut self.pipeline
+    }
+}
+
+impl<Q> fmt::Debug for ScopedPipeline<'_, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ScopedPipeline")
+            .field(&self.pipeline)
+            .finish()
     }
 }

@@ -1,7 +1,8 @@
 //! Worker threads: [`run`], [`Worker`], [`endq_and_wait`] and [`num_cpus`].
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread::{self, JoinHandle};
 
 use crate::Queue;
@@ -46,6 +47,74 @@ pub(crate) fn spawn_thread(
     builder
         .spawn(body)
         .expect("ezq: the operating system refused to start a worker thread")
+}
+
+/// A pipeline's worker thread, to join: one of its own, or one of a
+/// [`std::thread::Scope`], which the scope joins and whose outcome comes
+/// back through a channel.
+pub(crate) enum ThreadHandle {
+    Own(JoinHandle<Result<(), String>>),
+    Scoped(Mutex<ScopedOutcome>),
+}
+
+/// What a scoped thread sends as it ends, once received.
+pub(crate) struct ScopedOutcome {
+    rx: mpsc::Receiver<Outcome>,
+    outcome: Option<Outcome>,
+}
+
+impl ThreadHandle {
+    /// Whether the thread has finished.
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            ThreadHandle::Own(handle) => handle.is_finished(),
+            ThreadHandle::Scoped(scoped) => {
+                let mut scoped = crate::sync::lock(scoped);
+                if scoped.outcome.is_none() {
+                    scoped.outcome = scoped.rx.try_recv().ok();
+                }
+                scoped.outcome.is_some()
+            }
+        }
+    }
+
+    /// Waits for the thread and returns how it ended.
+    pub(crate) fn join(self) -> Outcome {
+        match self {
+            ThreadHandle::Own(handle) => handle.join(),
+            ThreadHandle::Scoped(scoped) => {
+                let scoped = scoped.into_inner().unwrap_or_else(|e| e.into_inner());
+                match scoped.outcome {
+                    Some(outcome) => outcome,
+                    // The thread sends before it ends, even when it panicked.
+                    None => scoped.rx.recv().unwrap_or_else(|_| Ok(Ok(()))),
+                }
+            }
+        }
+    }
+}
+
+/// Spawns a named thread of `scope` running `body`, as [`spawn_thread`]
+/// does; its outcome (a panic too) comes back through the handle, and the
+/// scope joins it.
+pub(crate) fn spawn_scoped<'scope>(
+    scope: &'scope thread::Scope<'scope, '_>,
+    name: String,
+    stack: Option<usize>,
+    body: impl FnOnce() -> Result<(), String> + Send + 'scope,
+) -> ThreadHandle {
+    let (tx, rx) = mpsc::channel();
+    let builder = thread::Builder::new().name(name);
+    let builder = match stack {
+        Some(bytes) => builder.stack_size(bytes),
+        None => builder,
+    };
+    builder
+        .spawn_scoped(scope, move || {
+            let _ = tx.send(panic::catch_unwind(AssertUnwindSafe(body)));
+        })
+        .expect("ezq: the operating system refused to start a worker thread");
+    ThreadHandle::Scoped(Mutex::new(ScopedOutcome { rx, outcome: None }))
 }
 
 /// A handle to one worker thread, started by [`run`] or [`run_named`].

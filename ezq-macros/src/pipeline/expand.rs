@@ -37,7 +37,7 @@ fn unparen(expr: &Expr) -> &Expr {
     }
 }
 
-pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
+pub fn expand(graph: &Graph, cluster: Option<&Expr>, scope: Option<&Expr>) -> TokenStream {
     let (g, ends_var) = (local("__ezq_graph"), local("__ezq_ends"));
     let queues = graph.queues.iter().map(|q| {
         let var = queue_var(q.name);
@@ -75,7 +75,7 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
     let mut uses = Uses::default();
     let workers = graph.workers.iter().map(|w| {
         let alias = aliases.of_worker(w);
-        let check = check(w, &alias);
+        let check = check(w, &alias, scope.is_some());
         let add = quote_spanned!(w.syntax.span()=> ::ezq::__private::worker::<#alias, #check>);
         let replicas = match &w.syntax.replicas {
             Some(r) => {
@@ -149,6 +149,11 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
         let expr = unparen(expr);
         quote!(::ezq::__private::cluster(&mut #g, #expr);)
     });
+    let handle = quote!(|#ends_var| __EzqQueues { #(#fields: #values),* });
+    let start = match scope.map(unparen) {
+        Some(scope) => quote!(#g.start_in(#scope, #handle)),
+        None => quote!(#g.start(#handle)),
+    };
     quote! {{
         #fallbacks
         {
@@ -159,7 +164,7 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>) -> TokenStream {
             #(#workers)*
             #(#routes)*
             struct __EzqQueues<#(#params),*> { #(#fields: #params),* }
-            #g.start(|#ends_var| __EzqQueues { #(#fields: #values),* })
+            #start
         }
     }}
 }
@@ -232,7 +237,9 @@ impl<'a> Aliases<'a> {
 /// The compile-time checks of one use of a worker, as a const generic
 /// argument of `worker`. Each call is spanned on the token it checks, from
 /// its first token to its last, so that its error is reported there.
-fn check(w: &Worker, alias: &Ident) -> TokenStream {
+/// The checks of one use of a worker; `scoped` if the pipeline runs in a
+/// scope (its workers may borrow).
+fn check(w: &Worker, alias: &Ident, scoped: bool) -> TokenStream {
     let name = w.syntax.name();
     let count = |n: usize| Literal::usize_unsuffixed(n);
     let (reads, writes) = (count(w.inputs.queues.len()), count(w.outputs.queues.len()));
@@ -251,11 +258,17 @@ fn check(w: &Worker, alias: &Ident) -> TokenStream {
     let reads = call((w.inputs.span, w.inputs.span), "reads", quote!(#reads));
     let writes = call((w.outputs.span, w.outputs.span), "writes", quote!(#writes));
     let args = call((args_span, args_span), "args", quote!(#args));
+    // Outside a scope, a borrowed argument is reported on the arguments.
+    let owned = (!scoped).then(|| {
+        let owned = quote_spanned!(args_span=> ::ezq::__private::Shape::owned(#shape));
+        quote!(let #shape = #owned;)
+    });
     quote!({
         let #shape = <::ezq::__private::Probe<#alias>>::SHAPE;
         let #shape = #is_worker;
         let #shape = #reads;
         let #shape = #writes;
+        #owned
         #args
     })
 }

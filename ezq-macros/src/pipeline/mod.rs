@@ -21,7 +21,7 @@ pub fn pipeline(input: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     let graph = graph::build(&pipeline, &mut errors);
-    let expansion = expand::expand(&graph, pipeline.cluster.as_ref());
+    let expansion = expand::expand(&graph, pipeline.cluster.as_ref(), pipeline.scope.as_ref());
     if errors.is_empty() {
         expansion
     } else {

@@ -7,11 +7,13 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident, Token, bracketed, parenthesized, token};
 
-/// The whole macro input: optionally `cluster = EXPR;`, then one or more
-/// chains.
+/// The whole macro input: optionally `cluster = EXPR;` and `scope = EXPR;`,
+/// then one or more chains.
 pub struct Pipeline {
     /// Where the Redis-backed queues live and what runs here.
     pub cluster: Option<Expr>,
+    /// The `std::thread::Scope` whose threads run the workers.
+    pub scope: Option<Expr>,
     pub chains: Vec<Chain>,
 }
 
@@ -93,24 +95,38 @@ pub struct Replicas {
 
 impl Parse for Pipeline {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut cluster = None;
-        if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
+        let (mut cluster, mut scope) = (None, None);
+        while input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
             let keyword: Ident = input.parse()?;
-            if keyword != "cluster" {
+            let slot = match keyword.to_string().as_str() {
+                "cluster" => &mut cluster,
+                "scope" => &mut scope,
+                _ => {
+                    return Err(syn::Error::new(
+                        keyword.span(),
+                        "expected `cluster = EXPR;`, `scope = EXPR;` or a chain of queues and workers",
+                    ));
+                }
+            };
+            if slot.is_some() {
                 return Err(syn::Error::new(
                     keyword.span(),
-                    "expected `cluster = EXPR;` or a chain of queues and workers",
+                    format!("`{keyword}` is given twice"),
                 ));
             }
             input.parse::<Token![=]>()?;
-            cluster = Some(input.parse()?);
+            *slot = Some(input.parse()?);
             input.parse::<Token![;]>()?;
         }
         let mut chains = Vec::new();
         while !input.is_empty() {
             chains.push(input.parse()?);
         }
-        Ok(Pipeline { cluster, chains })
+        Ok(Pipeline {
+            cluster,
+            scope,
+            chains,
+        })
     }
 }
 

@@ -114,8 +114,20 @@ fn route_syntax_errors_say_what_was_expected() {
 fn a_cluster_needs_its_keyword() {
     assert_eq!(
         syntax_error(quote! { clutser = c; a -> w -> b; }),
-        "expected `cluster = EXPR;` or a chain of queues and workers"
+        "expected `cluster = EXPR;`, `scope = EXPR;` or a chain of queues and workers"
     );
+    assert_eq!(
+        syntax_error(quote! { scope = s; scope = t; a -> w -> b; }),
+        "`scope` is given twice"
+    );
+}
+
+#[test]
+fn scoped_expansion() {
+    insta::assert_snapshot!(expand(quote! {
+        scope = s;
+        names -> lookup(&table) * 2 -> ids;
+    }));
 }
 
 #[test]

@@ -70,6 +70,13 @@ pub fn companion(worker: &Worker) -> TokenStream {
     let (arg_bindings, arg_types): (Vec<_>, Vec<_>) = ports.args.into_iter().unzip();
     let count = |types: &[Type]| Literal::usize_unsuffixed(types.len());
     let (reads, writes, args) = (count(&in_types), count(&out_types), count(&arg_types));
+    let borrows = (arg_types.iter()).any(|ty| {
+        (quote::ToTokens::to_token_stream(ty).to_string()).contains(super::signature::ARGS_LIFETIME)
+    });
+    let lifetime = syn::Lifetime::new(
+        &format!("'{}", super::signature::ARGS_LIFETIME),
+        proc_macro2::Span::call_site(),
+    );
     quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
@@ -80,14 +87,15 @@ pub fn companion(worker: &Worker) -> TokenStream {
             const READS: usize = #reads;
             const WRITES: usize = #writes;
             const ARGS: usize = #args;
+            const BORROWS: bool = #borrows;
             type Inputs = (#(::ezq::__private::QueueRef<#in_types>,)*);
             type Outputs = (#(::ezq::__private::QueueRef<#out_types>,)*);
-            type Args = (#(#arg_types,)*);
+            type Args<#lifetime> = (#(#arg_types,)*);
 
             fn run(
                 (#(#in_bindings,)*): (#(::ezq::Inbox<#in_types>,)*),
                 (#(#out_bindings,)*): (#(::ezq::Outbox<#out_types>,)*),
-                (#(#arg_bindings,)*): Self::Args,
+                (#(#arg_bindings,)*): Self::Args<'_>,
             ) -> ::core::result::Result<(), ::std::string::String> {
                 #body
             }

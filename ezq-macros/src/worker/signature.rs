@@ -13,16 +13,11 @@ pub struct Worker {
     pub vis: syn::Visibility,
     pub params: Vec<Param>,
     pub shape: Shape,
-    /// Extra arguments that borrow: an error, but the companion is still
-    /// emitted, with each such type made `'static`, so that `pipeline!`
-    /// reports the borrow at the call instead of failing to find a worker.
-    pub borrowing: Vec<Span>,
 }
 
-/// The message of a borrowed extra argument.
-pub const BORROWED_ARGUMENT: &str = "a worker's argument cannot borrow: its threads may outlive \
-    the caller's stack; pass owned data, or share it through an `Arc` (`Arc<HashMap<K, V>>` for \
-    a `&HashMap<K, V>`)";
+/// The lifetime that the companion's `Args<'a>` gives every borrow of the
+/// extra arguments: a scoped pipeline's scope, or `'static`.
+pub const ARGS_LIFETIME: &str = "__ezq_env";
 
 /// One parameter, in signature order.
 pub struct Param {
@@ -82,7 +77,6 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
         errors.at(variadic.span(), "a worker cannot be variadic");
     }
     let mut params = Vec::new();
-    let mut borrowing = Vec::new();
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(receiver) => errors.at(
@@ -98,9 +92,10 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
                 }
                 let role = role(&typed.ty);
                 let mut ty = (*typed.ty).clone();
-                if let (Role::Arg, Some(span)) = (&role, borrow_in(&typed.ty)) {
-                    borrowing.push(span);
-                    ty = made_static(&ty);
+                // A borrowed argument is for the pipeline's scope (or for
+                // 'static, outside a scope).
+                if let (Role::Arg, Some(_)) = (&role, borrow_in(&typed.ty)) {
+                    ty = with_args_lifetime(&ty);
                 }
                 params.push(Param { role, ty });
             }
@@ -140,7 +135,6 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
         vis: function.vis.clone(),
         params,
         shape,
-        borrowing,
     })
 }
 
@@ -149,13 +143,14 @@ fn borrow_in(ty: &Type) -> Option<Span> {
     borrows(quote::ToTokens::to_token_stream(ty)).then(|| ty.span())
 }
 
-/// `ty` with every reference and lifetime made `'static`.
-fn made_static(ty: &Type) -> Type {
-    let tokens = statics(quote::ToTokens::to_token_stream(ty));
+/// `ty` with every reference and lifetime other than `'static` given the
+/// lifetime [`ARGS_LIFETIME`].
+fn with_args_lifetime(ty: &Type) -> Type {
+    let tokens = lifetimes(quote::ToTokens::to_token_stream(ty));
     syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
 }
 
-fn statics(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn lifetimes(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     use proc_macro2::{Group, Ident, Punct, Spacing, TokenTree};
     let mut out = Vec::new();
     let mut tokens = tokens.into_iter().peekable();
@@ -168,17 +163,21 @@ fn statics(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
                     let mut tick = Punct::new('\'', Spacing::Joint);
                     tick.set_span(span);
                     out.push(TokenTree::Punct(tick));
-                    out.push(TokenTree::Ident(Ident::new("static", span)));
+                    out.push(TokenTree::Ident(Ident::new(ARGS_LIFETIME, span)));
                 }
             }
             TokenTree::Punct(p) if p.as_char() == '\'' => {
                 out.push(TokenTree::Punct(p));
                 if let Some(TokenTree::Ident(name)) = tokens.next() {
-                    out.push(TokenTree::Ident(Ident::new("static", name.span())));
+                    let name = match name == "static" {
+                        true => name,
+                        false => Ident::new(ARGS_LIFETIME, name.span()),
+                    };
+                    out.push(TokenTree::Ident(name));
                 }
             }
             TokenTree::Group(group) => {
-                let mut inner = Group::new(group.delimiter(), statics(group.stream()));
+                let mut inner = Group::new(group.delimiter(), lifetimes(group.stream()));
                 inner.set_span(group.span());
                 out.push(TokenTree::Group(inner));
             }
