@@ -5,9 +5,7 @@
 use std::fmt::Display;
 use std::marker::PhantomData;
 
-pub use crate::graph::{
-    Capacity, Channels, Graph, Inputs, KeyFn, Outputs, QueueRef, WorkerSettings,
-};
+pub use crate::graph::{Capacity, Channels, Graph, Inputs, Outputs, QueueRef, WorkerSettings};
 pub use crate::{Inbox, Msg, Outbox, WorkerResult};
 
 /// A `#[worker]` function, as the companion type that `#[worker]` declares
@@ -385,96 +383,6 @@ pub fn try_map_messages<T, U: Send + 'static, E: Display>(
     }
     Ok(())
 }
-
-/// Routes a queue by key (`q[by KEY]`), once its workers are added.
-pub fn keyed<T: Send + 'static, F: for<'a> KeyFn<'a, T>>(
-    graph: &mut Graph,
-    queue: QueueRef<T>,
-    key: F,
-) {
-    graph.route(queue, crate::transport::Route::keyed(key));
-}
-
-/// The message type of a broadcast queue: what can be copied for each
-/// replica.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be broadcast: each replica gets its own copy of every message, so it must implement `Clone`",
-    label = "this `[broadcast]` queue carries `{Self}`",
-    note = "derive or implement `Clone` for `{Self}` (an `Arc` shares one value between the replicas), or route the queue `by` a key"
-)]
-pub trait BroadcastMessage: Clone + Send + 'static {}
-
-impl<T: Clone + Send + 'static> BroadcastMessage for T {}
-
-/// How to copy the messages of a broadcast queue: from [`copies`], where
-/// the message type is checked.
-pub struct Copies<T>(fn(&T) -> T);
-
-/// The copier of a broadcast queue's messages. A call of its own, spanned
-/// on `broadcast`, so that a message type that cannot be copied is
-/// reported there.
-pub fn copies<T: BroadcastMessage>() -> Copies<T> {
-    Copies(T::clone)
-}
-
-/// Routes a queue to every replica of its reader (`q[broadcast]`), once
-/// its workers are added.
-pub fn broadcast<T: Send + 'static>(graph: &mut Graph, queue: QueueRef<T>, copies: Copies<T>) {
-    graph.route(queue, crate::transport::Route::Broadcast(copies.0));
-}
-
-/// The message type of a Redis-backed queue: what serde can carry.
-#[cfg(feature = "redis")]
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot travel on a Redis-backed queue: it is not serde-serializable",
-    label = "this `[redis]` queue carries `{Self}`",
-    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or make the queue local"
-)]
-pub trait RedisMessage: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
-
-#[cfg(feature = "redis")]
-impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> RedisMessage for T {}
-
-/// Adds a Redis-backed queue (`q[redis]`).
-#[cfg(feature = "redis")]
-pub fn redis_queue<T: RedisMessage>(
-    graph: &mut Graph,
-    name: &str,
-    capacity: Capacity,
-    block: Option<usize>,
-) -> QueueRef<T> {
-    graph.redis_queue(name, capacity, block)
-}
-
-/// Sets the graph's cluster (`cluster = EXPR;`).
-#[cfg(feature = "redis")]
-pub fn cluster(graph: &mut Graph, cluster: crate::cluster::Cluster) {
-    graph.cluster(cluster);
-}
-
-/// What `[redis]` and `cluster = ..` need: ezq's `redis` feature.
-#[cfg(not(feature = "redis"))]
-#[diagnostic::on_unimplemented(
-    message = "Redis-backed queues need ezq's `redis` feature",
-    label = "needs the `redis` feature",
-    note = "in Cargo.toml: ezq = {{ version = \"0.1\", features = [\"redis\"] }}"
-)]
-pub trait RedisFeature {}
-
-/// Adds a Redis-backed queue: not without the `redis` feature.
-#[cfg(not(feature = "redis"))]
-pub fn redis_queue<T: RedisFeature>(
-    _graph: &mut Graph,
-    _name: &str,
-    _capacity: Capacity,
-    _block: Option<usize>,
-) -> QueueRef<T> {
-    unreachable!("no type implements RedisFeature")
-}
-
-/// Sets the graph's cluster: not without the `redis` feature.
-#[cfg(not(feature = "redis"))]
-pub fn cluster<C: RedisFeature>(_graph: &mut Graph, _cluster: C) {}
 
 #[cfg(test)]
 mod tests {

@@ -106,3 +106,14 @@
 //! (commit numbers, so a retried commit is never applied twice).
 
 pub use crate::transport::redis::cluster::{Cluster, ClusterError, DeadLetter};
+
+/// The message type of a Redis-backed queue: any type serde can carry
+/// (`Serialize + DeserializeOwned`), encoded with postcard.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel on a Redis-backed queue: it is not serde-serializable",
+    label = "this `[redis]` queue carries `{Self}`",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or make the queue local"
+)]
+pub trait Message: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Message for T {}

@@ -59,11 +59,32 @@ const MESSAGES_ON_STACK: usize = 96;
 /// with room for a few blocks.
 pub const DEFAULT_BLOCKS: usize = 4;
 
+/// What `[redis]` queues and `cluster = ..` need: ezq's `redis` feature.
+#[cfg(not(feature = "redis"))]
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "Redis-backed queues need ezq's `redis` feature",
+    label = "needs the `redis` feature",
+    note = "in Cargo.toml: ezq = {{ version = \"0.1\", features = [\"redis\"] }}"
+)]
+pub trait NeedsRedisFeature {}
+
 /// The fewest blocks a Redis-backed queue holds when its capacity is the
 /// default: a round trip to the server costs more than a channel hand-off,
 /// so readers need more in reach to keep busy.
 #[cfg(feature = "redis")]
 const REDIS_BLOCKS: usize = 16;
+
+/// The message type of a broadcast queue: what can be copied for each
+/// replica of its reader (any `Clone + Send` type).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be broadcast: each replica gets its own copy of every message, so it must implement `Clone`",
+    label = "this `[broadcast]` queue carries `{Self}`",
+    note = "derive or implement `Clone` for `{Self}` (an `Arc` shares one value between the replicas), or route the queue `by` a key"
+)]
+pub trait BroadcastMessage: Clone + Send + 'static {}
+
+impl<T: Clone + Send + 'static> BroadcastMessage for T {}
 
 /// How many messages a queue may hold before its producers wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -728,9 +749,25 @@ impl<'env> Graph<'env> {
         queue
     }
 
-    /// Routes a queue between the replicas of its reader. (`pipeline!`
-    /// routes a queue once its workers are added, so that the queue's type
-    /// is known from them when its key function is checked.)
+    /// Routes a queue already added by a key of its messages, as
+    /// [`keyed_queue`](Graph::keyed_queue) does. (`pipeline!` routes a
+    /// queue once its workers are added, so that the queue's type is known
+    /// from them when the key function is checked.)
+    pub fn route_by_key<T, F>(&mut self, queue: QueueRef<T>, key: F)
+    where
+        T: Send + 'static,
+        F: for<'a> KeyFn<'a, T>,
+    {
+        self.route(queue, Route::keyed(key));
+    }
+
+    /// Routes a queue already added to every replica of its reader, as
+    /// [`broadcast_queue`](Graph::broadcast_queue) does.
+    pub fn route_to_all<T: BroadcastMessage>(&mut self, queue: QueueRef<T>) {
+        self.route(queue, Route::broadcast());
+    }
+
+    /// Routes a queue between the replicas of its reader.
     pub(crate) fn route<T: Send + 'static>(&mut self, queue: QueueRef<T>, route: Route<T>) {
         self.queues[queue.index].route = Some(RouteNode {
             label: route.label(),
@@ -763,15 +800,12 @@ impl<'env> Graph<'env> {
     /// What is guaranteed across processes is described in
     /// [`ezq::cluster`](crate::cluster).
     #[cfg(feature = "redis")]
-    pub fn redis_queue<T>(
+    pub fn redis_queue<T: crate::cluster::Message>(
         &mut self,
         name: &str,
         capacity: Capacity,
         block: Option<usize>,
-    ) -> QueueRef<T>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    {
+    ) -> QueueRef<T> {
         let block = block
             .unwrap_or(crate::transport::redis::DEFAULT_BLOCK)
             .max(1);
@@ -794,6 +828,25 @@ impl<'env> Graph<'env> {
     #[cfg(feature = "redis")]
     pub fn cluster(&mut self, cluster: crate::cluster::Cluster) -> &mut Self {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Without the `redis` feature: a compile error that says to enable it.
+    #[cfg(not(feature = "redis"))]
+    #[doc(hidden)]
+    pub fn redis_queue<T: NeedsRedisFeature>(
+        &mut self,
+        _name: &str,
+        _capacity: Capacity,
+        _block: Option<usize>,
+    ) -> QueueRef<T> {
+        unreachable!("no type implements NeedsRedisFeature")
+    }
+
+    /// Without the `redis` feature: a compile error that says to enable it.
+    #[cfg(not(feature = "redis"))]
+    #[doc(hidden)]
+    pub fn cluster<C: NeedsRedisFeature>(&mut self, _cluster: C) -> &mut Self {
         self
     }
 

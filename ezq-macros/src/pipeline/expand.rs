@@ -59,7 +59,7 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>, scope: Option<&Expr>) -> To
                 // Spanned on `redis`, where a type that serde cannot carry is
                 // reported.
                 let span = spec.redis.as_ref().map_or(q.name.span(), Ident::span);
-                quote_spanned!(span=> let #var = ::ezq::__private::redis_queue(&mut #g, #name, #capacity, #block);)
+                quote_spanned!(span=> let #var = #g.redis_queue(#name, #capacity, #block);)
             }
             Some(spec) if spec.batch.is_some() => {
                 let batch = spec.batch.as_ref().map(unparen);
@@ -119,11 +119,10 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>, scope: Option<&Expr>) -> To
             RouteSpec::Keyed { key, .. } => {
                 let span = syn::spanned::Spanned::span(key);
                 let key = unparen(key);
-                quote_spanned!(span=> ::ezq::__private::keyed(&mut #g, #var, #key);)
+                quote_spanned!(span=> #g.route_by_key(#var, #key);)
             }
             RouteSpec::Broadcast(keyword) => {
-                let copies = quote_spanned!(keyword.span()=> ::ezq::__private::copies());
-                quote!(::ezq::__private::broadcast(&mut #g, #var, #copies);)
+                quote_spanned!(keyword.span()=> #g.route_to_all(#var);)
             }
         })
     });
@@ -147,7 +146,7 @@ pub fn expand(graph: &Graph, cluster: Option<&Expr>, scope: Option<&Expr>) -> To
     });
     let cluster = cluster.map(|expr| {
         let expr = unparen(expr);
-        quote!(::ezq::__private::cluster(&mut #g, #expr);)
+        quote!(#g.cluster(#expr);)
     });
     let handle = quote!(|#ends_var| __EzqQueues { #(#fields: #values),* });
     let start = match scope.map(unparen) {
