@@ -98,6 +98,15 @@
 //! ([`Cluster::remove_job`]). A process that neither puts into a source nor
 //! ends it is not one of its producers.
 //!
+//! # Servers
+//!
+//! Redis 7.0 or later (or a server speaking its protocol, such as Valkey):
+//! ezq uses `XAUTOCLAIM`, `SET .. NX GET` and Lua scripts. Run it with its
+//! append-only file on (`--appendonly yes`) so that a restart keeps the
+//! job's queues; `appendfsync always` loses no acknowledged write even if
+//! the server crashes, `everysec` (Redis's default) may lose the last
+//! second or two.
+//!
 //! # Keys
 //!
 //! A job's keys all begin with `ezq:{JOB}:` (one hash slot): the stream
