@@ -1115,47 +1115,51 @@ impl<'env> Graph<'env> {
             })
             .collect();
         let channels = Channels { channels, sources };
+        // The caller's ends first: if picking them panics, no thread has
+        // started yet to wait for an END that would never come.
+        let queues = handle(&channels);
         let mut threads = Vec::new();
         let workers = std::mem::take(&mut self.workers);
-        for w in workers.iter().filter(|w| here(&w.name)) {
-            let name: Arc<str> = Arc::from(w.name.as_str());
-            for replica in 0..w.replicas {
-                let counters = Arc::new(ReplicaCounters::new(Arc::clone(&name), replica));
-                let ctx = Arc::new(Replica {
-                    control: Arc::clone(&control),
-                    counters: Arc::clone(&counters),
-                });
-                let body = (w.open)(&channels, &ctx);
-                let thread_control = Arc::clone(&control);
-                let cancel = Arc::clone(&control);
-                let finished = Arc::clone(&counters);
-                let thread_body: Body<'env> = Box::new(move || {
-                    let _finished = Finished(finished);
-                    transport::worker_thread();
-                    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                        control::enter(thread_control, || trace::replica(&ctx.counters, body))
-                    }));
-                    let failure = match &outcome {
-                        Err(payload) if !payload.is::<Stopped>() => {
-                            Some(panic_message(payload.as_ref()))
-                        }
-                        Ok(Err(error)) => Some(error.clone()),
-                        _ => None,
-                    };
-                    transport::thread_done(match (&outcome, &failure) {
-                        (_, Some(error)) => ThreadEnd::Failed(error),
-                        (Err(_), None) => ThreadEnd::Stopped,
-                        _ if cancel.is_cancelled() => ThreadEnd::Stopped,
-                        _ => ThreadEnd::Returned,
+        let spawned = panic::catch_unwind(AssertUnwindSafe(|| {
+            for w in workers.iter().filter(|w| here(&w.name)) {
+                let name: Arc<str> = Arc::from(w.name.as_str());
+                for replica in 0..w.replicas {
+                    let counters = Arc::new(ReplicaCounters::new(Arc::clone(&name), replica));
+                    let ctx = Arc::new(Replica {
+                        control: Arc::clone(&control),
+                        counters: Arc::clone(&counters),
                     });
-                    outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
-                });
-                let handle = spawn(format!("{name}#{replica}"), w.stack, thread_body);
-                threads.push(Running { counters, handle });
+                    let body = (w.open)(&channels, &ctx);
+                    let thread_control = Arc::clone(&control);
+                    let cancel = Arc::clone(&control);
+                    let finished = Arc::clone(&counters);
+                    let thread_body: Body<'env> = Box::new(move || {
+                        let _finished = Finished(finished);
+                        transport::worker_thread();
+                        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                            control::enter(thread_control, || trace::replica(&ctx.counters, body))
+                        }));
+                        let failure = match &outcome {
+                            Err(payload) if !payload.is::<Stopped>() => {
+                                Some(panic_message(payload.as_ref()))
+                            }
+                            Ok(Err(error)) => Some(error.clone()),
+                            _ => None,
+                        };
+                        transport::thread_done(match (&outcome, &failure) {
+                            (_, Some(error)) => ThreadEnd::Failed(error),
+                            (Err(_), None) => ThreadEnd::Stopped,
+                            _ if cancel.is_cancelled() => ThreadEnd::Stopped,
+                            _ => ThreadEnd::Returned,
+                        });
+                        outcome.unwrap_or_else(|payload| panic::resume_unwind(payload))
+                    });
+                    let handle = spawn(format!("{name}#{replica}"), w.stack, thread_body);
+                    threads.push(Running { counters, handle });
+                }
             }
-        }
-        let queues = handle(&channels);
-        Pipeline::new(
+        }));
+        let pipeline = Pipeline::new(
             queues,
             threads,
             source_controls,
@@ -1163,7 +1167,15 @@ impl<'env> Graph<'env> {
             leftovers,
             control,
             diagrams,
-        )
+        );
+        if let Err(payload) = spawned {
+            // A thread could not start: stop those that did (in a scope,
+            // the scope would wait for them) before the panic goes on.
+            pipeline.cancel();
+            let _ = pipeline.join();
+            panic::resume_unwind(payload);
+        }
+        pipeline
     }
 
     /// Checks that every routed queue has one reader worker; returns how

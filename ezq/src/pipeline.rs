@@ -342,8 +342,8 @@ impl<Q> Drop for Pipeline<Q> {
 
 /// A pipeline started in a scope ([`Graph::start_in`](crate::Graph::start_in),
 /// or `pipeline! { scope = s; .. }`): a [`Pipeline`] whose workers may
-/// borrow from the caller's stack. It derefs to the pipeline, and cannot
-/// leave its scope: the scope joins its workers as it ends, and they end
+/// borrow from the caller's stack. It derefs to the pipeline (not mutably:
+/// the pipeline cannot be swapped out of it), and cannot leave its scope: the scope joins its workers as it ends, and they end
 /// only once the pipeline's sources end, which its `join` or drop does.
 ///
 /// ```compile_fail
@@ -378,6 +378,11 @@ impl<Q> ScopedPipeline<'_, Q> {
     pub fn join(self) -> Result<(), Error> {
         self.pipeline.join()
     }
+
+    /// Waits at most `timeout`, as [`Pipeline::join_timeout`] does.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Result<(), Error>, TimedOut> {
+        self.pipeline.join_timeout(timeout)
+    }
 }
 
 impl<Q> Deref for ScopedPipeline<'_, Q> {
@@ -385,12 +390,6 @@ impl<Q> Deref for ScopedPipeline<'_, Q> {
 
     fn deref(&self) -> &Pipeline<Q> {
         &self.pipeline
-    }
-}
-
-impl<Q> std::ops::DerefMut for ScopedPipeline<'_, Q> {
-    fn deref_mut(&mut self) -> &mut Pipeline<Q> {
-        &mut self.pipeline
     }
 }
 

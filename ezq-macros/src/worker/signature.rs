@@ -91,12 +91,7 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
                     );
                 }
                 let role = role(&typed.ty);
-                let mut ty = (*typed.ty).clone();
-                // A borrowed argument is for the pipeline's scope (or for
-                // 'static, outside a scope).
-                if let (Role::Arg, Some(_)) = (&role, borrow_in(&typed.ty)) {
-                    ty = with_args_lifetime(&ty);
-                }
+                let ty = (*typed.ty).clone();
                 params.push(Param { role, ty });
             }
         }
@@ -130,6 +125,15 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
             return None;
         }
     };
+    // A borrowed extra argument is for the pipeline's scope (or for
+    // 'static, outside a scope). A map worker's first parameter is its
+    // message, not an argument.
+    let first_arg = usize::from(matches!(shape, Shape::Map { .. }));
+    for param in params.iter_mut().skip(first_arg) {
+        if matches!(param.role, Role::Arg) && borrow_in(&param.ty).is_some() {
+            param.ty = with_args_lifetime(&param.ty);
+        }
+    }
     Some(Worker {
         name: sig.ident.clone(),
         vis: function.vis.clone(),
@@ -150,11 +154,45 @@ fn with_args_lifetime(ty: &Type) -> Type {
     syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
 }
 
+/// If `token` begins a function type (`fn(..) -> R`, `Fn(..) -> R` and the
+/// like), the rest of it from `tokens`, up to a `,` of the same level: its
+/// elided lifetimes are its own (higher-ranked), not borrows of the
+/// worker's argument.
+fn function_type(
+    token: &proc_macro2::TokenTree,
+    tokens: &mut std::iter::Peekable<proc_macro2::token_stream::IntoIter>,
+) -> Option<Vec<proc_macro2::TokenTree>> {
+    use proc_macro2::{Delimiter, TokenTree};
+    let TokenTree::Ident(name) = token else {
+        return None;
+    };
+    let is_fn = ["fn", "Fn", "FnMut", "FnOnce"].iter().any(|f| name == f);
+    if !is_fn
+        || !matches!(tokens.peek(), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis)
+    {
+        return None;
+    }
+    let mut rest = vec![tokens.next().expect("peeked")];
+    if matches!(tokens.peek(), Some(TokenTree::Punct(p)) if p.as_char() == '-') {
+        while let Some(t) =
+            tokens.next_if(|t| !matches!(t, TokenTree::Punct(p) if p.as_char() == ','))
+        {
+            rest.push(t);
+        }
+    }
+    Some(rest)
+}
+
 fn lifetimes(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
     use proc_macro2::{Group, Ident, Punct, Spacing, TokenTree};
     let mut out = Vec::new();
     let mut tokens = tokens.into_iter().peekable();
     while let Some(token) = tokens.next() {
+        if let Some(rest) = function_type(&token, &mut tokens) {
+            out.push(token);
+            out.extend(rest);
+            continue;
+        }
         match token {
             TokenTree::Punct(p) if p.as_char() == '&' => {
                 let span = p.span();
@@ -194,6 +232,9 @@ fn borrows(tokens: proc_macro2::TokenStream) -> bool {
     let is_static = |t: Option<&TokenTree>| matches!(t, Some(TokenTree::Ident(i)) if i == "static");
     let mut tokens = tokens.into_iter().peekable();
     while let Some(token) = tokens.next() {
+        if function_type(&token, &mut tokens).is_some() {
+            continue;
+        }
         match token {
             // A reference without a lifetime: it borrows.
             TokenTree::Punct(p)

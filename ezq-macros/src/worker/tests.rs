@@ -100,6 +100,19 @@ fn a_borrowed_argument_is_for_the_pipelines_scope() {
             quote! { fn w(i: Inbox<u64>, table: Arc<HashMap<String, u32>>) {} },
             false,
         ),
+        // A function type's elided lifetimes are its own.
+        (
+            quote! { fn w(i: Inbox<u64>, f: fn(&str) -> usize) {} },
+            false,
+        ),
+        (
+            quote! { fn w(i: Inbox<u64>, f: Arc<dyn Fn(&str) -> &str + Send + Sync>) {} },
+            false,
+        ),
+        (
+            quote! { fn w(i: Inbox<u64>, pair: (fn(&str) -> &str, &u64)) {} },
+            true,
+        ),
     ] {
         let function: syn::ItemFn = syn::parse2(input.clone()).expect("a function");
         let mut errors = crate::errors::Errors::default();
@@ -115,11 +128,27 @@ fn a_borrowed_argument_is_for_the_pipelines_scope() {
             .collect();
         let scoped = args.iter().any(|ty| ty.contains("'__ezq_env"));
         assert_eq!(scoped, borrows, "{input}");
-        for ty in args {
+        for ty in args
+            .iter()
+            .filter(|ty| !ty.contains("fn") && !ty.contains("Fn"))
+        {
             let bare = ty.matches("& ").count();
             let given = ty.matches("& '__ezq_env").count() + ty.matches("& 'static").count();
             assert_eq!(bare, given, "{ty}");
             assert!(!ty.contains("'a"), "{ty}");
         }
     }
+}
+
+#[test]
+fn a_map_workers_message_keeps_its_own_type() {
+    let function: syn::ItemFn =
+        syn::parse2(quote! { fn len(text: &'static str, scale: &u64) -> u64 { 0 } })
+            .expect("a function");
+    let mut errors = crate::errors::Errors::default();
+    let worker = super::signature::analyse(&function, &mut errors).expect("a worker");
+    let types: Vec<String> = (worker.params.iter())
+        .map(|p| quote::ToTokens::to_token_stream(&p.ty).to_string())
+        .collect();
+    assert_eq!(types, ["& 'static str", "& '__ezq_env u64"]);
 }
