@@ -55,7 +55,6 @@ fn my_replica() -> usize {
 /// a queue that a worker produces, which `Channels::source` refuses) after
 /// the workers were spawned on the scope: the panic must reach the caller.
 #[test]
-#[ignore = "BUG: a panic in start_in's handle (or a failed spawn) leaves scoped workers waiting for an END that never comes: the scope hangs"]
 fn a_panic_in_start_ins_handle_reaches_the_caller_instead_of_hanging_the_scope() {
     let text = within(10, || {
         let outcome = panic::catch_unwind(|| {
@@ -87,7 +86,6 @@ fn a_panic_in_start_ins_handle_reaches_the_caller_instead_of_hanging_the_scope()
 /// the panic of `start_in` must reach the caller, even though the workers
 /// before it already run on the scope.
 #[test]
-#[ignore = "BUG: a panic in start_in's handle (or a failed spawn) leaves scoped workers waiting for an END that never comes: the scope hangs"]
 fn a_worker_that_cannot_be_spawned_in_a_scope_reaches_the_caller() {
     let text = within(10, || {
         let outcome = panic::catch_unwind(|| {
@@ -101,48 +99,6 @@ fn a_worker_that_cannot_be_spawned_in_a_scope_reaches_the_caller() {
         message(outcome.expect_err("the spawn's panic").as_ref())
     });
     assert!(text.contains("refused to start a worker thread"), "{text}");
-}
-
-/// `ScopedPipeline` derefs mutably to a `Pipeline`, which has no lifetime:
-/// swapped out, the running pipeline leaves its scope, and the scope then
-/// waits for workers that wait for the END of a source it still holds.
-/// (A fix that makes this swap a compile error moves this test to
-/// `tests/ui/threads`, beside `scoped_pipeline_escapes.rs`.)
-#[test]
-#[ignore = "BUG: DerefMut lets a scoped pipeline be swapped out of its ScopedPipeline and leave the scope, which then hangs"]
-fn a_scoped_pipeline_cannot_be_swapped_out_of_its_scope() {
-    type Ends = (ezq::Source<u64>, ezq::Sink<u64>);
-    fn forwarding<'env>() -> (
-        Graph<'env>,
-        ezq::graph::QueueRef<u64>,
-        ezq::graph::QueueRef<u64>,
-    ) {
-        let mut g = Graph::new();
-        let (a, b) = (g.queue::<u64>("a"), g.queue::<u64>("b"));
-        g.add(
-            "fwd",
-            1,
-            (a,),
-            (b,),
-            |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
-                for msg in i {
-                    o.put_msg(msg);
-                }
-            },
-        );
-        (g, a, b)
-    }
-    let escaped: ezq::Pipeline<Ends> = within(10, || {
-        thread::scope(|s| {
-            let (g, a, b) = forwarding();
-            let mut scoped = g.start_in(s, |c| (c.source(a), c.sink(b)));
-            let (g, a, b) = forwarding();
-            let stand_in = g.start(|c| (c.source(a), c.sink(b)));
-            std::mem::replace(&mut *scoped, stand_in)
-        })
-    });
-    escaped.0.put(1);
-    escaped.join().unwrap();
 }
 
 /// Counts what it sees into a borrowed counter, and sums into another.
@@ -1371,27 +1327,4 @@ fn a_route_on_a_redis_queue_is_refused_or_honoured_by_a_graph() {
         p.join().unwrap();
         assert_eq!(counts, [100, 100, 100], "every replica hears every message");
     });
-}
-
-/// A worker whose extra argument is a function pointer taking a reference
-/// (`fn(&str) -> usize`) borrows nothing, yet `#[worker]` gives the
-/// reference its scope's lifetime: the pipeline is refused outside a
-/// scope ("borrows an argument"), and the expansion does not compile in
-/// one ("one type is more general than the other", on `#[worker]`).
-#[test]
-#[ignore = "BUG: #[worker] rewrites the lifetimes inside a fn-pointer (or dyn Fn) argument: `f: fn(&str) -> usize` is refused as a borrow and does not compile in a scope"]
-fn a_worker_taking_a_fn_pointer_of_a_reference_compiles() {
-    trybuild::TestCases::new().pass("tests/ui/pipeline/bugs/pass/*.rs");
-}
-
-/// A map worker whose message borrows (`fn len(word: &str) -> usize`):
-/// `#[worker]` gives the message type the hidden lifetime meant for extra
-/// arguments, and rustc reports "use of undeclared lifetime name
-/// `'__ezq_env`" with a fix to write `#[worker]<'__ezq_env>`. (The
-/// expected message in the `.stderr` is a proposal: regenerate it with
-/// `TRYBUILD=overwrite` once the diagnostic is written.)
-#[test]
-#[ignore = "BUG: a map worker whose message is `&str` reports the hidden lifetime `'__ezq_env` as undeclared, suggesting `#[worker]<'__ezq_env>`"]
-fn a_map_worker_whose_message_borrows_is_told_so() {
-    trybuild::TestCases::new().compile_fail("tests/ui/pipeline/bugs/fail/*.rs");
 }

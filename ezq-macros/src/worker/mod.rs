@@ -38,6 +38,9 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
     match worker {
         Some(worker) if errors.is_empty() => {
             let companion = expand::companion(&worker);
+            if let Some(span) = worker.message_borrows {
+                errors.at(span, signature::BORROWED_MESSAGE);
+            }
             let errors = errors.to_compile_errors();
             // A worker owns its inbox and outbox: dropping the outbox is how
             // its queue learns that this producer is done. Taking them by

@@ -13,7 +13,15 @@ pub struct Worker {
     pub vis: syn::Visibility,
     pub params: Vec<Param>,
     pub shape: Shape,
+    /// A map worker's message type that borrows: an error, reported beside
+    /// a companion that compiles.
+    pub message_borrows: Option<Span>,
 }
+
+/// The message of a map worker whose message borrows.
+pub const BORROWED_MESSAGE: &str = "a map worker's message cannot borrow: a queue carries owned \
+    data (or `'static` references), since messages outlive the caller's stack; take `String` \
+    for `&str`, `Vec<T>` for `&[T]`";
 
 /// The lifetime that the companion's `Args<'a>` gives every borrow of the
 /// extra arguments: a scoped pipeline's scope, or `'static`.
@@ -97,7 +105,7 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
         }
     }
     let has_queues = params.iter().any(|p| !matches!(p.role, Role::Arg));
-    let shape = match (&sig.output, has_queues) {
+    let mut shape = match (&sig.output, has_queues) {
         (ReturnType::Default, true) => Shape::Loop {
             ret: sig.ident.span(),
         },
@@ -127,14 +135,25 @@ pub fn analyse(function: &ItemFn, errors: &mut Errors) -> Option<Worker> {
     };
     // A borrowed extra argument is for the pipeline's scope (or for
     // 'static, outside a scope). A map worker's first parameter is its
-    // message, not an argument.
+    // message, not an argument: a message cannot borrow.
     let first_arg = usize::from(matches!(shape, Shape::Map { .. }));
+    let mut message_borrows = None;
+    if let Shape::Map { data, .. } = &mut shape
+        && let Some(span) = borrow_in(data)
+    {
+        // Reported once, here; the companion still compiles (the message
+        // made 'static), so nothing else is reported about it.
+        message_borrows = Some(span);
+        *data = with_lifetime(data, "static");
+        params[0].ty = data.clone();
+    }
     for param in params.iter_mut().skip(first_arg) {
         if matches!(param.role, Role::Arg) && borrow_in(&param.ty).is_some() {
             param.ty = with_args_lifetime(&param.ty);
         }
     }
     Some(Worker {
+        message_borrows,
         name: sig.ident.clone(),
         vis: function.vis.clone(),
         params,
@@ -150,7 +169,13 @@ fn borrow_in(ty: &Type) -> Option<Span> {
 /// `ty` with every reference and lifetime other than `'static` given the
 /// lifetime [`ARGS_LIFETIME`].
 fn with_args_lifetime(ty: &Type) -> Type {
-    let tokens = lifetimes(quote::ToTokens::to_token_stream(ty));
+    with_lifetime(ty, ARGS_LIFETIME)
+}
+
+/// `ty` with every reference and lifetime other than `'static` given the
+/// lifetime `'name`.
+fn with_lifetime(ty: &Type, name: &str) -> Type {
+    let tokens = lifetimes(quote::ToTokens::to_token_stream(ty), name);
     syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
 }
 
@@ -183,7 +208,7 @@ fn function_type(
     Some(rest)
 }
 
-fn lifetimes(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+fn lifetimes(tokens: proc_macro2::TokenStream, lifetime: &str) -> proc_macro2::TokenStream {
     use proc_macro2::{Group, Ident, Punct, Spacing, TokenTree};
     let mut out = Vec::new();
     let mut tokens = tokens.into_iter().peekable();
@@ -201,7 +226,7 @@ fn lifetimes(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
                     let mut tick = Punct::new('\'', Spacing::Joint);
                     tick.set_span(span);
                     out.push(TokenTree::Punct(tick));
-                    out.push(TokenTree::Ident(Ident::new(ARGS_LIFETIME, span)));
+                    out.push(TokenTree::Ident(Ident::new(lifetime, span)));
                 }
             }
             TokenTree::Punct(p) if p.as_char() == '\'' => {
@@ -209,13 +234,13 @@ fn lifetimes(tokens: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
                 if let Some(TokenTree::Ident(name)) = tokens.next() {
                     let name = match name == "static" {
                         true => name,
-                        false => Ident::new(ARGS_LIFETIME, name.span()),
+                        false => Ident::new(lifetime, name.span()),
                     };
                     out.push(TokenTree::Ident(name));
                 }
             }
             TokenTree::Group(group) => {
-                let mut inner = Group::new(group.delimiter(), lifetimes(group.stream()));
+                let mut inner = Group::new(group.delimiter(), lifetimes(group.stream(), lifetime));
                 inner.set_span(group.span());
                 out.push(TokenTree::Group(inner));
             }
