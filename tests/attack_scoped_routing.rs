@@ -549,7 +549,6 @@ fn take_one_and_leave(inbox: Inbox<u64>, out: Outbox<u64>, left: &'static Atomic
 /// After every replica of a broadcast queue's reader is gone, a source's
 /// `try_put` hands each message back: not only the first one.
 #[test]
-#[ignore = "BUG: once every replica of a broadcast queue is gone, puts after the first succeed (no live copy to send), so try_put returns Ok and a worker's put never stops it"]
 fn a_broadcast_queue_with_no_replica_left_refuses_every_put() {
     static LEFT: AtomicUsize = AtomicUsize::new(0);
     within(20, || {
@@ -601,7 +600,6 @@ fn generate(out: Outbox<u64>, left: &'static AtomicUsize, after: &'static Atomic
 }
 
 #[test]
-#[ignore = "BUG: once every replica of a broadcast queue is gone, puts after the first succeed (no live copy to send), so try_put returns Ok and a worker's put never stops it"]
 fn a_put_into_a_broadcast_queue_with_no_replica_left_stops_its_worker() {
     static LEFT: AtomicUsize = AtomicUsize::new(0);
     static AFTER: AtomicU64 = AtomicU64::new(0);

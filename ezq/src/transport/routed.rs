@@ -234,11 +234,12 @@ impl<T> Routes<T> {
     }
 
     /// Every copy of `item` for a broadcast, one per live channel, the
-    /// item itself last.
-    fn copies(&self, copy: fn(&T) -> T, item: Item<T>) -> Vec<(usize, Item<T>)> {
+    /// item itself last; the item itself back if no channel is live
+    /// (every replica is gone: the send fails, as on an unrouted queue).
+    fn copies(&self, copy: fn(&T) -> T, item: Item<T>) -> Result<Vec<(usize, Item<T>)>, Item<T>> {
         let live: Vec<usize> = self.live().collect();
         let Some((&last, others)) = live.split_last() else {
-            return Vec::new();
+            return Err(item);
         };
         let mut copies: Vec<(usize, Item<T>)> = (others.iter())
             .map(|&i| {
@@ -253,7 +254,7 @@ impl<T> Routes<T> {
             })
             .collect();
         copies.push((last, item));
-        copies
+        Ok(copies)
     }
 
     /// Sends each `(channel, item)` with `send`; what could not go (its
@@ -329,10 +330,9 @@ impl<T> Tx<T> {
                     false => Err(Item::Batch(Box::new(refused))),
                 }
             }
-            (Route::Broadcast(copy), item) => match routes.copies(*copy, item) {
-                copies if copies.is_empty() => Ok(()),
-                copies => routes.send_copies(copies, local::Tx::send),
-            },
+            (Route::Broadcast(copy), item) => {
+                routes.send_copies(routes.copies(*copy, item)?, local::Tx::send)
+            }
         }
     }
 
@@ -531,6 +531,19 @@ mod tests {
         match tx.send(Item::Batch(Box::new(block))) {
             Err(item) => assert_eq!(item.messages(), 2),
             Ok(()) => panic!("a block sent to no reader at all went through"),
+        }
+    }
+
+    #[test]
+    fn a_broadcast_with_no_replica_left_hands_back_every_item() {
+        let (tx, rxs) = channel(Route::<u64>::broadcast(), 2, Some(4), Ending::ProducersGone);
+        drop(rxs);
+        for n in 0..3 {
+            assert!(tx.send(Item::Msg(Msg::new(n))).is_err());
+            assert!(matches!(
+                tx.try_send(Item::Msg(Msg::new(n))),
+                Err(SendError::Gone(_))
+            ));
         }
     }
 
