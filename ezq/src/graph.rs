@@ -752,7 +752,8 @@ impl<'env> Graph<'env> {
     /// Routes a queue already added by a key of its messages, as
     /// [`keyed_queue`](Graph::keyed_queue) does. (`pipeline!` routes a
     /// queue once its workers are added, so that the queue's type is known
-    /// from them when the key function is checked.)
+    /// from them when the key function is checked.) A Redis-backed queue
+    /// cannot be routed yet: [`start`](Graph::start) refuses it.
     pub fn route_by_key<T, F>(&mut self, queue: QueueRef<T>, key: F)
     where
         T: Send + 'static,
@@ -762,7 +763,8 @@ impl<'env> Graph<'env> {
     }
 
     /// Routes a queue already added to every replica of its reader, as
-    /// [`broadcast_queue`](Graph::broadcast_queue) does.
+    /// [`broadcast_queue`](Graph::broadcast_queue) does. A Redis-backed
+    /// queue cannot be routed yet: [`start`](Graph::start) refuses it.
     pub fn route_to_all<T: BroadcastMessage>(&mut self, queue: QueueRef<T>) {
         self.route(queue, Route::broadcast());
     }
@@ -976,18 +978,6 @@ impl<'env> Graph<'env> {
         text
     }
 
-    /// Starts every worker and returns the running pipeline. `handle` picks
-    /// the caller's ends out of the graph's queues ([`Channels::source`],
-    /// [`Channels::sink`]); the [`Pipeline`] derefs to what it returns.
-    ///
-    /// Once this returns, the graph holds no queue ends of its own, so a
-    /// queue ends as soon as every one of its producers is done.
-    ///
-    /// # Panics
-    /// If the graph has Redis-backed queues and its cluster cannot be
-    /// reached, a queue on the server carries another message type, or a
-    /// local queue joins a worker that runs here to one that runs
-    /// elsewhere (see `Graph::cluster`, feature `redis`).
     /// Starts the graph's workers on threads of `scope` and returns the
     /// running pipeline: its workers may borrow what outlives the scope
     /// (extra arguments such as `&HashMap<K, V>`, `&AtomicU64`, a slice),
@@ -1033,6 +1023,8 @@ impl<'env> Graph<'env> {
         ))
     }
 
+    /// What [`start`](Graph::start) and [`start_in`](Graph::start_in) share:
+    /// starts every worker with `spawn`.
     fn start_with<Q>(
         mut self,
         mut spawn: impl FnMut(String, Option<usize>, Body<'env>) -> ThreadHandle,
@@ -1183,7 +1175,8 @@ impl<'env> Graph<'env> {
     /// reader's replicas for a routed queue, 1 for any other).
     ///
     /// # Panics
-    /// If a routed queue has no reader worker, or several.
+    /// If a routed queue has no reader worker, or several, or is
+    /// Redis-backed.
     fn check_routes(&self) -> Vec<usize> {
         let mut problems = Vec::new();
         let replicas = (self.queues.iter().enumerate())
@@ -1191,6 +1184,13 @@ impl<'env> Graph<'env> {
                 let Some(route) = &q.route else {
                     return 1;
                 };
+                if q.redis {
+                    problems.push(format!(
+                        "ezq: the queue `{}` is routed {} but Redis-backed: routing is not supported on Redis-backed queues yet",
+                        q.name, route.label
+                    ));
+                    return 1;
+                }
                 let readers: Vec<&WorkerNode> =
                     self.workers.iter().filter(|w| w.inputs.contains(&i)).collect();
                 match readers.as_slice() {
@@ -1285,10 +1285,13 @@ impl Graph<'static> {
     /// [`start_in`](Graph::start_in), in a scope.
     ///
     /// # Panics
-    /// If the graph has Redis-backed queues and its cluster cannot be
-    /// reached, a queue on the server carries another message type, or a
-    /// local queue joins a worker that runs here to one that runs
-    /// elsewhere (see `Graph::cluster`, feature `redis`).
+    /// If a routed queue ([`keyed_queue`](Graph::keyed_queue),
+    /// [`broadcast_queue`](Graph::broadcast_queue)) has no reader worker or
+    /// several, or is Redis-backed. If the graph has Redis-backed queues
+    /// and its cluster cannot be reached, a queue on the server carries
+    /// another message type, or a local queue joins a worker that runs
+    /// here to one that runs elsewhere (see `Graph::cluster`, feature
+    /// `redis`).
     pub fn start<Q>(self, handle: impl FnOnce(&Channels) -> Q) -> Pipeline<Q> {
         self.start_with(
             |name, stack, body| ThreadHandle::Own(spawn_thread(name, stack, body)),

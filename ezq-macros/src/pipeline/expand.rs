@@ -234,10 +234,9 @@ impl<'a> Aliases<'a> {
 }
 
 /// The compile-time checks of one use of a worker, as a const generic
-/// argument of `worker`. Each call is spanned on the token it checks, from
+/// argument of `worker`; `scoped` if the pipeline runs in a scope (its
+/// workers may borrow). Each call is spanned on the token it checks, from
 /// its first token to its last, so that its error is reported there.
-/// The checks of one use of a worker; `scoped` if the pipeline runs in a
-/// scope (its workers may borrow).
 fn check(w: &Worker, alias: &Ident, scoped: bool) -> TokenStream {
     let name = w.syntax.name();
     let count = |n: usize| Literal::usize_unsuffixed(n);
