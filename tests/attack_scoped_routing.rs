@@ -1163,7 +1163,6 @@ static GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// (and a block in hand) before it waits, however the keys fall into
 /// blocks.
 #[test]
-#[ignore = "BUG: a batched keyed channel counts its slots in parts of block/replicas messages, but a part holds up to a whole block: it holds up to capacity x replicas messages"]
 fn a_batched_keyed_queue_holds_no_more_than_its_capacity_per_replica() {
     within(20, || {
         let (capacity, block, replicas) = (16usize, 16usize, 4usize);

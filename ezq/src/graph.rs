@@ -445,14 +445,17 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
         Some(route) => {
             let counters = QueueCounters::with_copies(route.copies(spec.readers));
             // A keyed block leaves split in one part per replica: a
-            // channel holds parts, about `block / readers` messages each.
+            // channel holds parts, about `block / readers` messages each,
+            // and a part that holds more (keys are skewed) leaves cut in
+            // items of at most that many, so that a channel never holds
+            // more than `messages`.
             let part = match route {
                 Route::Keyed(_) => (block.unwrap_or(1) / spec.readers.max(1)).max(1),
                 Route::Broadcast(_) => block.unwrap_or(1).max(1),
             };
             let slots = messages.map(|n| (n / part).max(1));
             let (tx, rxs) =
-                transport::routed_channel(route.clone(), spec.readers, slots, spec.ending);
+                transport::routed_channel(route.clone(), spec.readers, slots, part, spec.ending);
             (tx, rxs, counters)
         }
     };
@@ -648,7 +651,10 @@ impl<'env> Graph<'env> {
     /// channel per replica, each of `capacity` messages. With `block`,
     /// the queue is batched ([`batched_queue`](Graph::batched_queue)): a
     /// block is split by key as it leaves, each replica getting its part
-    /// as one hand-off. A replica that fails loses only what was sent to
+    /// in hand-offs of about `block / replicas` messages (a whole block
+    /// of one key leaves in several), so that each replica's channel
+    /// holds at most `capacity` messages, however the keys fall; a
+    /// producer holds up to `block` more in the block it fills. A replica that fails loses only what was sent to
     /// it: `join` counts it as dropped, and the other replicas go on.
     ///
     /// ```

@@ -111,9 +111,10 @@ pub(crate) fn routed_channel<T>(
     route: Route<T>,
     readers: usize,
     capacity: Option<usize>,
+    part: usize,
     ending: Ending,
 ) -> (Tx<T>, Vec<Rx<T>>) {
-    let (tx, rxs) = routed::channel(route, readers, capacity, ending);
+    let (tx, rxs) = routed::channel(route, readers, capacity, part, ending);
     (Tx::Routed(tx), rxs.into_iter().map(Rx::Local).collect())
 }
 

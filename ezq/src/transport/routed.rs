@@ -5,8 +5,10 @@
 //! queue sends every replica a copy of each message.
 //!
 //! A block of a batched keyed queue is split as it leaves: each replica
-//! gets the part of the block that is its own, as one item, in the order
-//! the messages were put.
+//! gets the part of the block that is its own, in the order the messages
+//! were put, in items of at most `part` messages (a part may hold the
+//! whole block when keys are skewed: cut so, each channel holds at most
+//! its slots times `part` messages).
 //!
 //! END reaches every channel: each one disconnects when the producers are
 //! gone (their one shared [`Tx`] holds every channel's sender), and an
@@ -149,6 +151,8 @@ struct Routes<T> {
     /// One channel per replica of the reader.
     channels: Box<[local::Tx<T>]>,
     route: Route<T>,
+    /// The most messages one item of a keyed block's part holds.
+    part: usize,
     /// Channels whose reader a send found gone.
     gone: Box<[AtomicBool]>,
     /// Channels that have their END: an END sent again (after a deadline
@@ -157,11 +161,13 @@ struct Routes<T> {
 }
 
 /// A queue of `readers` channels (at least one), each holding at most
-/// `capacity` items, and the reading end of each.
+/// `capacity` items, and the reading end of each. A keyed block's part
+/// leaves in items of at most `part` messages.
 pub(crate) fn channel<T>(
     route: Route<T>,
     readers: usize,
     capacity: Option<usize>,
+    part: usize,
     ending: Ending,
 ) -> (Tx<T>, Vec<local::Rx<T>>) {
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..readers.max(1))
@@ -173,6 +179,7 @@ pub(crate) fn channel<T>(
         ended: flags(),
         channels: txs.into(),
         route,
+        part: part.max(1),
     };
     let routes = Arc::new(routes);
     (Tx { routes }, rxs)
@@ -223,6 +230,41 @@ impl<T> Routes<T> {
             parts[self.shard_of(hash, &msg.data)].push(msg);
         }
         parts
+    }
+
+    /// Sends `part` on channel `i` with `send`, in items of at most
+    /// `self.part` messages; on a failure, what did not go (that item and
+    /// the rest) comes back in the error.
+    fn send_part(
+        &self,
+        i: usize,
+        part: Vec<Msg<T>>,
+        send: impl Fn(&local::Tx<T>, Item<T>) -> Result<(), SendError<T>>,
+    ) -> Result<(), SendError<T>> {
+        let tx = &self.channels[i];
+        if part.len() <= self.part {
+            return send(tx, Item::Batch(Box::new(part)));
+        }
+        let mut messages = part.into_iter();
+        loop {
+            let chunk: Vec<Msg<T>> = messages.by_ref().take(self.part).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            if let Err(error) = send(tx, Item::Batch(Box::new(chunk))) {
+                return Err(match error {
+                    SendError::Full(Item::Batch(mut rest)) => {
+                        rest.extend(messages);
+                        SendError::Full(Item::Batch(rest))
+                    }
+                    SendError::Gone(Item::Batch(mut rest)) => {
+                        rest.extend(messages);
+                        SendError::Gone(Item::Batch(rest))
+                    }
+                    _ => unreachable!("a channel hands back the item it was given"),
+                });
+            }
+        }
     }
 
     /// An item that channel `i` refused, its reader gone: handed back if
@@ -318,11 +360,10 @@ impl<T> Tx<T> {
                     if part.is_empty() {
                         continue;
                     }
-                    if let Err(item) = routes.channels[i].send(Item::Batch(Box::new(part))) {
+                    let send = |tx: &local::Tx<T>, item| tx.send(item).map_err(SendError::Gone);
+                    if let Err(SendError::Gone(Item::Batch(part))) = routes.send_part(i, part, send) {
                         routes.gone[i].store(true, Ordering::Relaxed);
-                        if let Item::Batch(part) = item {
-                            refused.extend(*part);
-                        }
+                        refused.extend(*part);
                     }
                 }
                 match refused.is_empty() || !routes.all_gone() {
@@ -361,7 +402,7 @@ impl<T> Tx<T> {
                     if part.is_empty() {
                         continue;
                     }
-                    match routes.channels[i].try_send(Item::Batch(Box::new(part))) {
+                    match routes.send_part(i, part, local::Tx::try_send) {
                         Ok(()) => {}
                         Err(SendError::Full(Item::Batch(part))) => full.extend(*part),
                         Err(SendError::Gone(Item::Batch(part))) => {
@@ -425,7 +466,7 @@ mod tests {
     use super::*;
 
     fn keyed(readers: usize, ending: Ending) -> (Tx<u64>, Vec<local::Rx<u64>>) {
-        channel(Route::keyed(|n: &u64| *n % 100), readers, None, ending)
+        channel(Route::keyed(|n: &u64| *n % 100), readers, None, usize::MAX, ending)
     }
 
     fn drain(rx: &local::Rx<u64>) -> Vec<u64> {
@@ -471,7 +512,7 @@ mod tests {
 
     #[test]
     fn a_broadcast_copies_to_every_replica() {
-        let (tx, rxs) = channel(Route::<u64>::broadcast(), 3, Some(8), Ending::ProducersGone);
+        let (tx, rxs) = channel(Route::<u64>::broadcast(), 3, Some(8), 8, Ending::ProducersGone);
         assert!(tx.try_send(Item::Msg(Msg::new(7))).is_ok());
         let block = vec![Msg::new(1), Msg::new(2)];
         assert!(tx.send(Item::Batch(Box::new(block))).is_ok());
@@ -484,7 +525,7 @@ mod tests {
 
     #[test]
     fn an_explicit_end_reaches_every_channel_once() {
-        let (tx, rxs) = channel(Route::keyed(|n: &u64| *n), 3, Some(1), Ending::Explicit);
+        let (tx, rxs) = channel(Route::keyed(|n: &u64| *n), 3, Some(1), 1, Ending::Explicit);
         let to_first = (0..1000).find(|&n| shard(hash_of(&tx, n), 3) == 0).unwrap();
         assert!(tx.send(Item::Msg(Msg::new(to_first))).is_ok());
         // The first channel is full: the END goes to the others now, and
@@ -536,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_broadcast_with_no_replica_left_hands_back_every_item() {
-        let (tx, rxs) = channel(Route::<u64>::broadcast(), 2, Some(4), Ending::ProducersGone);
+        let (tx, rxs) = channel(Route::<u64>::broadcast(), 2, Some(4), 4, Ending::ProducersGone);
         drop(rxs);
         for n in 0..3 {
             assert!(tx.send(Item::Msg(Msg::new(n))).is_err());
@@ -548,8 +589,27 @@ mod tests {
     }
 
     #[test]
+    fn a_skewed_part_leaves_in_items_of_at_most_part_messages() {
+        let (tx, rxs) = channel(Route::keyed(|_: &u64| 0), 2, Some(2), 3, Ending::ProducersGone);
+        let owner = shard(hash_of(&tx, 0), 2);
+        let block = (0..8).map(Msg::new).collect();
+        // 8 messages of one key: 3 fit (one item), the rest comes back.
+        match tx.try_send(Item::Batch(Box::new(block))) {
+            Err(SendError::Full(Item::Batch(rest))) => {
+                assert_eq!(rest.iter().map(|m| m.data).collect::<Vec<_>>(), [6, 7]);
+            }
+            _ => panic!("a part larger than its channel went whole"),
+        }
+        let mut sizes = Vec::new();
+        while let Some(Item::Batch(b)) = rxs[owner].try_recv() {
+            sizes.push(b.len());
+        }
+        assert_eq!(sizes, [3, 3]);
+    }
+
+    #[test]
     fn keys_spread_over_the_replicas() {
-        let (tx, rxs) = channel(Route::keyed(|n: &u64| *n), 4, None, Ending::ProducersGone);
+        let (tx, rxs) = channel(Route::keyed(|n: &u64| *n), 4, None, 1, Ending::ProducersGone);
         for n in 0..4000u64 {
             assert!(tx.send(Item::Msg(Msg::new(n))).is_ok());
         }
