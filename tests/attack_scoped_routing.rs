@@ -425,7 +425,6 @@ fn fussy_key(n: &u64) -> u64 {
 /// calling the key function there. A key that panics on that thread must
 /// not make the messages of the block vanish with `Ok(())`.
 #[test]
-#[ignore = "BUG: a key function that panics on the flusher thread loses the whole block of a batched keyed source, and join returns Ok"]
 fn a_key_that_panics_on_the_flusher_does_not_lose_a_block_silently() {
     within(20, || {
         let p = pipeline! {
@@ -632,7 +631,6 @@ fn put_then_fail(inbox: Inbox<u64>, out: Outbox<u64>) {
 /// key function must not panic there (a panic while panicking aborts the
 /// process). Checked in a child process, so that an abort stays there.
 #[test]
-#[ignore = "BUG: an outbox flushes its keyed block in Drop while its worker unwinds; a key (or broadcast Clone) that panics there aborts the process"]
 fn a_key_that_panics_while_its_worker_unwinds_does_not_abort() {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)

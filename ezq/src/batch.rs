@@ -11,6 +11,7 @@
 //! project's benchmark machine that lock was most of the cost of a put.
 
 use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::{self, Rc};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -117,13 +118,21 @@ impl<T: Send> Stale for SharedBlock<T> {
         let waiting = !unsent.is_empty();
         if waiting && *seen == (sent, true) {
             let rest = std::mem::take(&mut *unsent);
-            match self.target.try_send_rest(rest) {
-                Ok(()) => {
+            // A routed queue runs the user's code here (a key function, a
+            // broadcast's `Clone`): a panic in it must neither kill this
+            // thread nor lose the block uncounted. The block was counted as
+            // put before the send, and is never taken: `join` settles it as
+            // dropped.
+            let sent_now = panic::catch_unwind(AssertUnwindSafe(|| {
+                self.target.try_send_rest(rest)
+            }));
+            match sent_now {
+                Ok(Ok(())) | Err(_) => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     *seen = (sent + 1, false);
                 }
                 // Full: its readers are behind; look again next time.
-                Err(rest) => *unsent = rest,
+                Ok(Err(rest)) => *unsent = rest,
             }
             return;
         }
@@ -248,22 +257,22 @@ impl<T> BlockTarget<T> {
         (self.queue).add_put(n as u64, self.tx.len(), self.block);
     }
 
-    /// Sends what is left of a block if there is room now (counted as it
-    /// leaves); gives back what the queue had no room for (a keyed queue
-    /// may take part of a block: its count is that part's).
+    /// Sends what is left of a block if there is room now; gives back
+    /// what the queue had no room for (a keyed queue may take part of a
+    /// block). Counted as put before it is sent, so that a send that
+    /// panics (in a routed queue's key function or `Clone`) leaves it in
+    /// the account, put and never taken; what comes back is taken back.
     fn try_send_rest(&self, rest: Vec<Msg<T>>) -> Result<(), Vec<Msg<T>>> {
-        let n = rest.len();
+        self.count(rest.len());
         match self.tx.try_send(Item::Batch(Box::new(rest))) {
-            Ok(()) => {
-                self.count(n);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(SendError::Full(Item::Batch(block))) => {
-                self.count(n - block.len());
+                self.queue.put_back(block.len() as u64);
                 Err(*block)
             }
             Err(SendError::Full(_)) => Ok(()),
             Err(SendError::Gone(item)) => {
+                self.queue.put_back(item.messages());
                 if !self.queue.is_discarding() {
                     self.queue.add_lost(item.messages());
                 }
@@ -275,10 +284,23 @@ impl<T> BlockTarget<T> {
     /// Counts and sends what is left of a block, waiting for room. If
     /// every reader is gone, the messages are dropped and counted so,
     /// unless the readers discarded the queue on purpose.
+    ///
+    /// While the thread unwinds (an outbox or writer dropped by a failing
+    /// worker), a panic in the send (a routed queue's key function or
+    /// `Clone`) would abort the process: it is caught, and the block,
+    /// counted as put and never taken, is settled as dropped.
     fn send_rest(&self, rest: Vec<Msg<T>>) {
         if !rest.is_empty() {
             self.count(rest.len());
-            if let Err(item) = self.tx.send(Item::Batch(Box::new(rest))) {
+            let send = || self.tx.send(Item::Batch(Box::new(rest)));
+            let sent = match thread::panicking() {
+                false => send(),
+                true => match panic::catch_unwind(AssertUnwindSafe(send)) {
+                    Ok(sent) => sent,
+                    Err(_) => return,
+                },
+            };
+            if let Err(item) = sent {
                 if !self.queue.is_discarding() {
                     self.queue.put_back(item.messages());
                     self.queue.add_lost(item.messages());
