@@ -493,7 +493,6 @@ fn first_then_leave(inbox: Inbox<u64>, out: Outbox<u64>) {
 /// see) count as discarded: that replica returned early, and what it left
 /// is lost.
 #[test]
-#[ignore = "BUG: one routed replica's discard_rest makes what another replica left unread (which it never saw) count as discarded: join returns Ok"]
 fn a_keyed_replicas_discard_does_not_hide_another_replicas_loss() {
     within(20, || {
         let p = pipeline! {
@@ -518,7 +517,6 @@ fn a_keyed_replicas_discard_does_not_hide_another_replicas_loss() {
 /// The same with a broadcast queue: replica 0 discards its copies, replica
 /// 1 returns leaving its own copies unread.
 #[test]
-#[ignore = "BUG: one routed replica's discard_rest makes what another replica left unread (which it never saw) count as discarded: join returns Ok"]
 fn a_broadcast_replicas_discard_does_not_hide_another_replicas_loss() {
     within(20, || {
         let p = pipeline! {

@@ -443,7 +443,6 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
             (tx, vec![rx], QueueCounters::new())
         }
         Some(route) => {
-            let counters = QueueCounters::with_copies(route.copies(spec.readers));
             // A keyed block leaves split in one part per replica: a
             // channel holds parts, about `block / readers` messages each,
             // and a part that holds more (keys are skewed) leaves cut in
@@ -454,8 +453,10 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
                 Route::Broadcast(_) => block.unwrap_or(1).max(1),
             };
             let slots = messages.map(|n| (n / part).max(1));
-            let (tx, rxs) =
+            let (tx, rxs, routed) =
                 transport::routed_channel(route.clone(), spec.readers, slots, part, spec.ending);
+            // Accounted per replica's channel.
+            let counters = QueueCounters::routed(route.copies(spec.readers), routed);
             (tx, rxs, counters)
         }
     };

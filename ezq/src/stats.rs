@@ -254,6 +254,21 @@ pub(crate) struct QueueCounters {
     discarding: AtomicBool,
     /// Readers that went away before the queue's END: (worker, replica).
     left_early: Mutex<Vec<(Arc<str>, usize)>>,
+    /// A routed queue's account per replica's channel (empty for any
+    /// other queue): a replica that discards the rest of its own channel
+    /// says nothing of another's.
+    channels: Box<[ChannelAccount]>,
+}
+
+/// The account of one channel of a routed queue, the one its replica
+/// reads.
+struct ChannelAccount {
+    /// Messages (copies, for a broadcast) the producers routed to the
+    /// channel and did not get back: the transport counts them.
+    routed: Arc<AtomicU64>,
+    taken: AtomicU64,
+    /// Its replica discarded the rest on purpose.
+    discarding: AtomicBool,
 }
 
 impl QueueCounters {
@@ -266,6 +281,24 @@ impl QueueCounters {
     pub(crate) fn with_copies(copies: u64) -> Arc<Self> {
         Arc::new(QueueCounters {
             copies,
+            ..QueueCounters::default()
+        })
+    }
+
+    /// The counters of a routed queue that counts `copies` per message put
+    /// and keeps an account per channel: `routed` counts, for each, what
+    /// the producers routed there.
+    pub(crate) fn routed(copies: u64, routed: Vec<Arc<AtomicU64>>) -> Arc<Self> {
+        let channels = (routed.into_iter())
+            .map(|routed| ChannelAccount {
+                routed,
+                taken: AtomicU64::new(0),
+                discarding: AtomicBool::new(false),
+            })
+            .collect();
+        Arc::new(QueueCounters {
+            copies,
+            channels,
             ..QueueCounters::default()
         })
     }
@@ -307,8 +340,30 @@ impl QueueCounters {
         }
     }
 
-    /// A reader discards the rest of the queue on purpose.
-    pub(crate) fn discard(&self) {
+    /// Counts `n` messages taken by `replica` of the reader: on a routed
+    /// queue, from that replica's own channel.
+    pub(crate) fn add_taken_by(&self, replica: usize, n: u64) {
+        self.add_taken(n);
+        if let Some(channel) = self.channel(replica) {
+            channel.taken.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn channel(&self, replica: usize) -> Option<&ChannelAccount> {
+        (!self.channels.is_empty()).then(|| &self.channels[replica % self.channels.len()])
+    }
+
+    /// Replica `replica` of a reader discards the rest of the queue on
+    /// purpose: all of it, or on a routed queue, the rest of its own
+    /// channel (the queue counts as discarding once every channel is).
+    pub(crate) fn discard_by(&self, replica: usize) {
+        if let Some(channel) = self.channel(replica) {
+            channel.discarding.store(true, Ordering::Release);
+            let all = (self.channels.iter()).all(|c| c.discarding.load(Ordering::Acquire));
+            if !all {
+                return;
+            }
+        }
         self.discarding.store(true, Ordering::Release);
     }
 
@@ -346,7 +401,24 @@ impl QueueCounters {
         let lost = self.lost.load(Ordering::Relaxed);
         let (discarded, dropped) = match (sink, self.is_discarding()) {
             (true, _) => (0, lost),
+            // Every reader (every replica's channel) discards: so does
+            // every put after that, which no channel took.
             (false, true) => (unread, lost),
+            // A routed queue: what a discarding replica left unread in its
+            // own channel is discarded; the rest unread (in another
+            // channel, or put and never routed: a send that panicked) is
+            // dropped.
+            (false, false) if !self.channels.is_empty() => {
+                let discarded = (self.channels.iter())
+                    .filter(|c| c.discarding.load(Ordering::Acquire))
+                    .map(|c| {
+                        let routed = c.routed.load(Ordering::Relaxed);
+                        routed.saturating_sub(c.taken.load(Ordering::Relaxed))
+                    })
+                    .sum::<u64>()
+                    .min(unread);
+                (discarded, unread - discarded + lost)
+            }
             (false, false) => (0, unread + lost),
         };
         self.discarded.store(discarded, Ordering::Relaxed);

@@ -157,7 +157,11 @@ impl<T> Inbox<T> {
     /// Stops reading and discards the rest of the queue on purpose: what
     /// this inbox holds, and what its producers put from now on that no
     /// other reader of the queue takes. The choice is the queue's: what
-    /// another replica leaves unread after this is discarded too. Discarded messages are counted
+    /// another replica leaves unread after this is discarded too (but on a
+    /// routed queue, `q[by KEY]` or `q[broadcast]`, where each replica
+    /// reads a channel of its own, the choice is this replica's: it
+    /// discards the rest of its own channel, and what another replica
+    /// leaves unread is still dropped). Discarded messages are counted
     /// apart ([`QueueStats::discarded`](crate::stats::QueueStats::discarded))
     /// and are not an error; the producers go on as if the queue were
     /// read (their puts succeed).
@@ -187,7 +191,7 @@ impl<T> Inbox<T> {
     /// assert_eq!(monitor.stats().queues[0].discarded, 97);
     /// ```
     pub fn discard_rest(mut self) {
-        self.queue.counters.discard();
+        self.queue.counters.discard_by(self.ctx.counters.replica);
         self.rx.discard();
         self.done = true;
     }
@@ -239,7 +243,7 @@ impl<T> Inbox<T> {
     fn flush_count(&mut self) {
         let n = self.taken.take();
         self.ctx.counters.add_processed(n);
-        self.queue.counters.add_taken(n);
+        (self.queue.counters).add_taken_by(self.ctx.counters.replica, n);
     }
 
     /// Reads this inbox and `other` together, each message as it comes,

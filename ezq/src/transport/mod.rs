@@ -105,17 +105,19 @@ pub(crate) fn channel<T>(capacity: Option<usize>, ending: Ending) -> (Tx<T>, Rx<
 }
 
 /// A routed queue for `readers` replicas (at least one), each with a
-/// channel of `capacity` items: its producing end, and the reading end of
-/// each replica.
+/// channel of `capacity` items: its producing end, the reading end of
+/// each replica, and the count of messages routed to each (for the
+/// queue's account per channel).
 pub(crate) fn routed_channel<T>(
     route: Route<T>,
     readers: usize,
     capacity: Option<usize>,
     part: usize,
     ending: Ending,
-) -> (Tx<T>, Vec<Rx<T>>) {
+) -> (Tx<T>, Vec<Rx<T>>, Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>) {
     let (tx, rxs) = routed::channel(route, readers, capacity, part, ending);
-    (Tx::Routed(tx), rxs.into_iter().map(Rx::Local).collect())
+    let counts = tx.routed();
+    (Tx::Routed(tx), rxs.into_iter().map(Rx::Local).collect(), counts)
 }
 
 /// Both ends of a Redis-backed queue.

@@ -22,7 +22,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::{Ending, Item, SendError, local};
@@ -155,6 +155,10 @@ struct Routes<T> {
     part: usize,
     /// Channels whose reader a send found gone.
     gone: Box<[AtomicBool]>,
+    /// Messages (copies, for a broadcast) routed to each channel and not
+    /// handed back, delivered or dropped there: the queue's account per
+    /// channel reads them.
+    routed: Box<[Arc<AtomicU64>]>,
     /// Channels that have their END: an END sent again (after a deadline
     /// or a full channel) goes only where it has not gone yet.
     ended: Box<[AtomicBool]>,
@@ -176,6 +180,7 @@ pub(crate) fn channel<T>(
     let flags = || (0..txs.len()).map(|_| AtomicBool::new(false)).collect();
     let routes = Routes {
         gone: flags(),
+        routed: (0..txs.len()).map(|_| Arc::default()).collect(),
         ended: flags(),
         channels: txs.into(),
         route,
@@ -203,6 +208,11 @@ fn copy_msg<T>(copy: fn(&T) -> T, msg: &Msg<T>) -> Msg<T> {
 }
 
 impl<T> Routes<T> {
+    /// Counts `n` messages routed to channel `i`.
+    fn count(&self, i: usize, n: usize) {
+        self.routed[i].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn shard_of(&self, hash: &(dyn Fn(&T) -> u64 + Send + Sync), data: &T) -> usize {
         shard(hash(data), self.channels.len())
     }
@@ -352,27 +362,51 @@ impl<T> Tx<T> {
             }
             (Route::Keyed(hash), Item::Msg(msg)) => {
                 let i = routes.shard_of(&**hash, &msg.data);
-                (routes.channels[i].send(Item::Msg(msg))).or_else(|item| routes.refused(i, item))
+                let sent = (routes.channels[i].send(Item::Msg(msg)))
+                    .or_else(|item| routes.refused(i, item));
+                if sent.is_ok() {
+                    routes.count(i, 1);
+                }
+                sent
             }
             (Route::Keyed(hash), Item::Batch(block)) => {
-                let mut refused: Vec<Msg<T>> = Vec::new();
+                let (mut refused, mut refused_by): (Vec<Msg<T>>, Vec<(usize, usize)>) =
+                    (Vec::new(), Vec::new());
                 for (i, part) in routes.split(&**hash, *block).into_iter().enumerate() {
                     if part.is_empty() {
                         continue;
                     }
+                    let n = part.len();
                     let send = |tx: &local::Tx<T>, item| tx.send(item).map_err(SendError::Gone);
-                    if let Err(SendError::Gone(Item::Batch(part))) = routes.send_part(i, part, send) {
-                        routes.gone[i].store(true, Ordering::Relaxed);
-                        refused.extend(*part);
+                    match routes.send_part(i, part, send) {
+                        Err(SendError::Gone(Item::Batch(part))) => {
+                            routes.gone[i].store(true, Ordering::Relaxed);
+                            routes.count(i, n - part.len());
+                            refused_by.push((i, part.len()));
+                            refused.extend(*part);
+                        }
+                        _ => routes.count(i, n),
                     }
                 }
                 match refused.is_empty() || !routes.all_gone() {
-                    true => Ok(()),
+                    true => {
+                        // Dropped where their replica is gone: counted there.
+                        for (i, n) in refused_by {
+                            routes.count(i, n);
+                        }
+                        Ok(())
+                    }
                     false => Err(Item::Batch(Box::new(refused))),
                 }
             }
             (Route::Broadcast(copy), item) => {
-                routes.send_copies(routes.copies(*copy, item)?, local::Tx::send)
+                let n = item.messages() as usize;
+                routes.send_copies(routes.copies(*copy, item)?, local::Tx::send)?;
+                // A copy for every replica, made or not (its replica gone).
+                for i in 0..routes.channels.len() {
+                    routes.count(i, n);
+                }
+                Ok(())
             }
         }
     }
@@ -391,22 +425,32 @@ impl<T> Tx<T> {
             },
             (Route::Keyed(hash), Item::Msg(msg)) => {
                 let i = routes.shard_of(&**hash, &msg.data);
-                match routes.channels[i].try_send(Item::Msg(msg)) {
+                let sent = match routes.channels[i].try_send(Item::Msg(msg)) {
                     Err(SendError::Gone(item)) => routes.refused(i, item).map_err(SendError::Gone),
                     other => other,
+                };
+                if sent.is_ok() {
+                    routes.count(i, 1);
                 }
+                sent
             }
             (Route::Keyed(hash), Item::Batch(block)) => {
-                let (mut full, mut refused) = (Vec::new(), Vec::new());
+                let (mut full, mut refused, mut refused_by) = (Vec::new(), Vec::new(), Vec::new());
                 for (i, part) in routes.split(&**hash, *block).into_iter().enumerate() {
                     if part.is_empty() {
                         continue;
                     }
+                    let n = part.len();
                     match routes.send_part(i, part, local::Tx::try_send) {
-                        Ok(()) => {}
-                        Err(SendError::Full(Item::Batch(part))) => full.extend(*part),
+                        Ok(()) => routes.count(i, n),
+                        Err(SendError::Full(Item::Batch(part))) => {
+                            routes.count(i, n - part.len());
+                            full.extend(*part);
+                        }
                         Err(SendError::Gone(Item::Batch(part))) => {
                             routes.gone[i].store(true, Ordering::Relaxed);
+                            routes.count(i, n - part.len());
+                            refused_by.push((i, part.len()));
                             refused.extend(*part);
                         }
                         Err(_) => unreachable!("a channel hands back the item it was given"),
@@ -415,6 +459,10 @@ impl<T> Tx<T> {
                 if routes.all_gone() && !(full.is_empty() && refused.is_empty()) {
                     full.extend(refused);
                     return Err(SendError::Gone(Item::Batch(Box::new(full))));
+                }
+                // Dropped where their replica is gone: counted there.
+                for (i, n) in refused_by {
+                    routes.count(i, n);
                 }
                 match full.is_empty() {
                     true => Ok(()),
@@ -447,6 +495,12 @@ impl<T> Tx<T> {
             },
             item => self.send(item).map_err(SendError::Gone),
         }
+    }
+
+    /// What the producers routed to each channel, counted as it goes (see
+    /// the queue's account per channel).
+    pub(crate) fn routed(&self) -> Vec<Arc<AtomicU64>> {
+        self.routes.routed.to_vec()
     }
 
     /// Items waiting in every channel (a snapshot).
