@@ -123,9 +123,8 @@ impl<T: Send> Stale for SharedBlock<T> {
             // thread nor lose the block uncounted. The block was counted as
             // put before the send, and is never taken: `join` settles it as
             // dropped.
-            let sent_now = panic::catch_unwind(AssertUnwindSafe(|| {
-                self.target.try_send_rest(rest)
-            }));
+            let sent_now =
+                panic::catch_unwind(AssertUnwindSafe(|| self.target.try_send_rest(rest)));
             match sent_now {
                 Ok(Ok(())) | Err(_) => {
                     self.sent.fetch_add(1, Ordering::Relaxed);

@@ -114,10 +114,18 @@ pub(crate) fn routed_channel<T>(
     capacity: Option<usize>,
     part: usize,
     ending: Ending,
-) -> (Tx<T>, Vec<Rx<T>>, Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>) {
+) -> (
+    Tx<T>,
+    Vec<Rx<T>>,
+    Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) {
     let (tx, rxs) = routed::channel(route, readers, capacity, part, ending);
     let counts = tx.routed();
-    (Tx::Routed(tx), rxs.into_iter().map(Rx::Local).collect(), counts)
+    (
+        Tx::Routed(tx),
+        rxs.into_iter().map(Rx::Local).collect(),
+        counts,
+    )
 }
 
 /// Both ends of a Redis-backed queue.

@@ -520,7 +520,13 @@ mod tests {
     use super::*;
 
     fn keyed(readers: usize, ending: Ending) -> (Tx<u64>, Vec<local::Rx<u64>>) {
-        channel(Route::keyed(|n: &u64| *n % 100), readers, None, usize::MAX, ending)
+        channel(
+            Route::keyed(|n: &u64| *n % 100),
+            readers,
+            None,
+            usize::MAX,
+            ending,
+        )
     }
 
     fn drain(rx: &local::Rx<u64>) -> Vec<u64> {
@@ -566,7 +572,13 @@ mod tests {
 
     #[test]
     fn a_broadcast_copies_to_every_replica() {
-        let (tx, rxs) = channel(Route::<u64>::broadcast(), 3, Some(8), 8, Ending::ProducersGone);
+        let (tx, rxs) = channel(
+            Route::<u64>::broadcast(),
+            3,
+            Some(8),
+            8,
+            Ending::ProducersGone,
+        );
         assert!(tx.try_send(Item::Msg(Msg::new(7))).is_ok());
         let block = vec![Msg::new(1), Msg::new(2)];
         assert!(tx.send(Item::Batch(Box::new(block))).is_ok());
@@ -631,7 +643,13 @@ mod tests {
 
     #[test]
     fn a_broadcast_with_no_replica_left_hands_back_every_item() {
-        let (tx, rxs) = channel(Route::<u64>::broadcast(), 2, Some(4), 4, Ending::ProducersGone);
+        let (tx, rxs) = channel(
+            Route::<u64>::broadcast(),
+            2,
+            Some(4),
+            4,
+            Ending::ProducersGone,
+        );
         drop(rxs);
         for n in 0..3 {
             assert!(tx.send(Item::Msg(Msg::new(n))).is_err());
@@ -644,7 +662,13 @@ mod tests {
 
     #[test]
     fn a_skewed_part_leaves_in_items_of_at_most_part_messages() {
-        let (tx, rxs) = channel(Route::keyed(|_: &u64| 0), 2, Some(2), 3, Ending::ProducersGone);
+        let (tx, rxs) = channel(
+            Route::keyed(|_: &u64| 0),
+            2,
+            Some(2),
+            3,
+            Ending::ProducersGone,
+        );
         let owner = shard(hash_of(&tx, 0), 2);
         let block = (0..8).map(Msg::new).collect();
         // 8 messages of one key: 3 fit (one item), the rest comes back.
@@ -663,7 +687,13 @@ mod tests {
 
     #[test]
     fn keys_spread_over_the_replicas() {
-        let (tx, rxs) = channel(Route::keyed(|n: &u64| *n), 4, None, 1, Ending::ProducersGone);
+        let (tx, rxs) = channel(
+            Route::keyed(|n: &u64| *n),
+            4,
+            None,
+            1,
+            Ending::ProducersGone,
+        );
         for n in 0..4000u64 {
             assert!(tx.send(Item::Msg(Msg::new(n))).is_ok());
         }
