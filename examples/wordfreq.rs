@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! () -> walker(root) -> paths -> tokenize * num_cpus -> (counts, texts);
-//! counts[by word, batch 256] -> merge * num_cpus -> shards;
+//! counts[by word, batch 256] -> merge * (num_cpus / 2) -> shards;
 //! (shards, texts) -> summarize -> top;
 //! ```
 //!
@@ -169,9 +169,13 @@ fn main() {
     }
     let start = Instant::now();
     let cpus = ezq::num_cpus();
+    // Merging a count costs less than finding it: half as many mergers as
+    // tokenizers keep up (on two cores, one: sharding over two was slower
+    // there, since the one merger was not the bottleneck).
+    let mergers = (cpus / 2).max(1);
     let p = pipeline! {
         () -> walker(root) -> paths -> tokenize * cpus -> (counts, texts);
-        counts[by word, batch 256] -> merge * cpus -> shares;
+        counts[by word, batch 256] -> merge * mergers -> shares;
         (shares, texts) -> summarize -> top;
     };
     let progress = Progress::start(p.monitor());
