@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::process::child_test_passes;
 use common::within;
 use ezq::graph::{Capacity, QueueRef};
 use ezq::stats::Stats;
@@ -1435,22 +1436,7 @@ fn messages_of_one_mib_through_plain_and_batched_queues() {
 /// process, so that an abort ("has overflowed its stack") stays there.
 #[test]
 fn a_run_worker_reads_a_queue_of_one_mib_messages() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "run_worker_with_huge_messages_child",
-            "--nocapture",
-        ])
-        .env("EZQ_ADV_CHILD", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the child failed: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child_test_passes("run_worker_with_huge_messages_child", "EZQ_ADV_CHILD");
 }
 
 /// The body of the test above; does nothing unless run as its child.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::child_test_passes;
 use common::within;
 use ezq::graph::Capacity;
 use ezq::{DropReason, Graph, Inbox, Outbox, pipeline, worker};
@@ -630,23 +631,7 @@ fn put_then_fail(inbox: Inbox<u64>, out: Outbox<u64>) {
 /// process). Checked in a child process, so that an abort stays there.
 #[test]
 fn a_key_that_panics_while_its_worker_unwinds_does_not_abort() {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "key_panics_while_unwinding_child",
-            "--nocapture",
-            "--include-ignored",
-        ])
-        .env("EZQ_ATTACK_CHILD", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the child failed: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child_test_passes("key_panics_while_unwinding_child", "EZQ_ATTACK_CHILD");
 }
 
 /// The body of the test above; does nothing unless run as its child.

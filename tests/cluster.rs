@@ -7,12 +7,12 @@ mod common;
 use std::collections::HashSet;
 use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{child_test, collatz_role, wait_until};
 use common::redis::RedisServer;
 use common::within;
 use ezq::cluster::Cluster;
@@ -164,12 +164,14 @@ fn end_waits_for_every_producer(producers: usize) {
     within(60, move || {
         let feeders: Vec<Child> = (0..producers)
             .map(|k| {
-                Command::new(std::env::current_exe().unwrap())
-                    .args(["--ignored", "--exact", "feeder_process", "--nocapture"])
-                    .env("EZQ_TEST_FEEDER", format!("{url} {job} {k} {per}"))
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("the feeder starts")
+                child_test(
+                    "feeder_process",
+                    "EZQ_TEST_FEEDER",
+                    &format!("{url} {job} {k} {per}"),
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the feeder starts")
             })
             .collect();
         let p = pipeline! {
@@ -409,55 +411,17 @@ fn a_pipeline_survives_a_restart_of_the_server() {
 
 // ---- the collatz example as separate processes ----
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", name])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building example {name} failed");
-    }
-    path
-}
-
+/// A role of the collatz example on the test's server.
 fn role(server: &RedisServer, job: &str, args: &[&str]) -> Child {
-    Command::new(example("collatz_cluster"))
-        .args(args)
-        .env("EZQ_REDIS_URL", server.url())
-        .env("EZQ_JOB", job)
-        .env("EZQ_CLAIM_AFTER_MS", "1000")
-        .env("EZQ_LEASE_MS", "1000")
-        .stdout(if args[0] == "print" {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the example starts")
+    collatz_role(&server.url(), job, args, Stdio::piped())
 }
 
 /// Waits for `child`, at most until `deadline`; its exit code and stderr.
 fn wait(child: &mut Child, deadline: Instant) -> (Option<i32>, String) {
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("a role did not finish in time");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let status = wait_until(child, deadline);
+    let mut err = String::new();
+    child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    (status.code(), err)
 }
 
 /// How many messages of the numbers queue the consumers of process `pid`

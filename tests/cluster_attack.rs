@@ -18,13 +18,13 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{child_test, collatz_role, wait_until};
 use common::redis::RedisServer;
 use common::within;
 use ezq::cluster::Cluster;
@@ -856,32 +856,14 @@ fn a_message_that_crashes_its_process_is_set_aside_after_max_failures() {
     let f = redis_source::<u64>(feeder, "numbers", None);
     f.feed((0..10u64).map(|i| Msg::new(i).order(i)));
     f.join().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut outcomes = Vec::new();
     for _ in 0..4 {
-        let mut child = Command::new(&exe)
-            .args([
-                "crashing_process",
-                "--exact",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("EZQ_ATTACK_CRASH_URL", server.url())
+        let mut child = child_test("crashing_process", "EZQ_ATTACK_CRASH_URL", &server.url())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                child.kill().ok();
-                panic!("a consumer process hung");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_until(&mut child, Instant::now() + Duration::from_secs(20));
         outcomes.push(status);
         if status.success() {
             break;
@@ -1628,53 +1610,14 @@ fn remove_job_of_a_job_whose_name_looks_like_a_pattern_removes_only_its_own_keys
 
 // ---- processes ----
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let path = dir.join("examples").join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", name])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building example {name} failed");
-    }
-    path
-}
-
+/// A role of the collatz example on the test's server.
 fn role(server: &RedisServer, job: &str, args: &[&str]) -> Child {
-    Command::new(example("collatz_cluster"))
-        .args(args)
-        .env("EZQ_REDIS_URL", server.url())
-        .env("EZQ_JOB", job)
-        .env("EZQ_CLAIM_AFTER_MS", "1000")
-        .env("EZQ_LEASE_MS", "1000")
-        .stdout(if args[0] == "print" {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the example starts")
+    collatz_role(&server.url(), job, args, Stdio::null())
 }
 
 /// Waits for `child` until `deadline`; its exit code.
 fn wait(child: &mut Child, deadline: Instant) -> Option<i32> {
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("a role did not finish in time");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(child, deadline).code()
 }
 
 /// Collects a printer's lines as they come.

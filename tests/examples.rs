@@ -1,33 +1,20 @@
 //! The examples run and print what they should.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// Runs an example binary and returns its standard output. `cargo test`
-/// builds the examples beside the test binaries; when a test is run alone
-/// they may be missing, and then they are built first.
+use common::process::example;
+
+/// Runs an example binary and returns its standard output.
 fn run_example(name: &str) -> String {
     run_example_with(name, &[])
 }
 
 fn run_example_with(name: &str, args: &[&str]) -> String {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path: PathBuf = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", name])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building example {name} failed");
-    }
+    let path = example(name);
     let output = Command::new(&path)
         .args(args)
         .output()

@@ -8,12 +8,15 @@ use std::time::Duration;
 use ezq::graph::QueueRef;
 use ezq::{Graph, Inbox, Outbox};
 
+#[allow(dead_code)] // Not every test binary uses it.
+pub mod process;
 #[allow(dead_code)] // Only the Redis tests use it.
 pub mod redis;
 
 /// Runs `f` on a thread and fails the test if it does not finish within
 /// `secs` seconds: a hang is a bug, and it must show up as a failure, not
 /// as a stuck run. A panic in `f` is re-raised as it is.
+#[allow(dead_code)] // Not every test binary uses it.
 pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     let handle = thread::spawn(move || {

@@ -117,17 +117,15 @@ impl StreamInfo {
 /// A Redis-backed queue of `T`.
 pub(crate) struct Stream<T> {
     pub(crate) info: Arc<StreamInfo>,
-    type_name: &'static str,
-    encode: fn(&T) -> Result<Vec<u8>, String>,
-    decode: fn(&[u8]) -> Result<T, String>,
+    codec: Codec<T>,
 }
 
 /// How a message type crosses the wire: made where `T`'s serde traits are
 /// known, used where they are not.
 pub(crate) struct Codec<T> {
-    pub(crate) type_name: &'static str,
-    pub(crate) encode: fn(&T) -> Result<Vec<u8>, String>,
-    pub(crate) decode: fn(&[u8]) -> Result<T, String>,
+    type_name: &'static str,
+    encode: fn(&T) -> Result<Vec<u8>, String>,
+    decode: fn(&[u8]) -> Result<T, String>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -178,9 +176,7 @@ impl<T> Stream<T> {
                 stop: std::sync::OnceLock::new(),
                 dead_lettered: Arc::default(),
             }),
-            type_name: codec.type_name,
-            encode: codec.encode,
-            decode: codec.decode,
+            codec,
         })
     }
 
@@ -198,17 +194,17 @@ impl<T> Stream<T> {
         let fail = |e: redis::RedisError| info.cluster.error(&e).to_string();
         let stored: String = redis::cmd("SET")
             .arg(&info.type_key)
-            .arg(self.type_name)
+            .arg(self.codec.type_name)
             .arg("NX")
             .arg("GET")
             .query::<Option<String>>(&mut conn)
             .map_err(fail)?
-            .unwrap_or_else(|| self.type_name.to_owned());
-        if stored != self.type_name {
+            .unwrap_or_else(|| self.codec.type_name.to_owned());
+        if stored != self.codec.type_name {
             return Err(format!(
                 "ezq: the Redis queue `{}` of job `{}` carries `{stored}`, but this program's `{}` carries `{}`: \
                  a program with another message type ran this job (remove the job's keys, or use another EZQ_JOB)",
-                info.name, info.cluster.job, info.name, self.type_name
+                info.name, info.cluster.job, info.name, self.codec.type_name
             ));
         }
         match redis::cmd("XGROUP")
@@ -225,10 +221,10 @@ impl<T> Stream<T> {
     }
 
     fn encode(&self, msg: &Msg<T>) -> session::Output {
-        let data = (self.encode)(&msg.data).unwrap_or_else(|e| {
+        let data = (self.codec.encode)(&msg.data).unwrap_or_else(|e| {
             panic!(
                 "ezq: a message for the Redis queue `{}` does not encode as `{}`: {e}",
-                self.info.name, self.type_name
+                self.info.name, self.codec.type_name
             )
         });
         session::Output {
@@ -240,10 +236,10 @@ impl<T> Stream<T> {
     }
 
     fn decode(&self, entry: session::Entry) -> Msg<T> {
-        let data = (self.decode)(&entry.data).unwrap_or_else(|e| {
+        let data = (self.codec.decode)(&entry.data).unwrap_or_else(|e| {
             panic!(
                 "ezq: entry {} of the Redis queue `{}` is not a `{}`: {e}",
-                entry.id, self.info.name, self.type_name
+                entry.id, self.info.name, self.codec.type_name
             )
         });
         Msg::new(data).kind(entry.kind.as_str()).order(entry.order)
