@@ -285,7 +285,10 @@ fn huge_and_empty_messages_through_keyed_batches() {
 /// 64 KiB messages by value through a broadcast, batched queue: the docs
 /// say worker threads get stacks sized for messages over 4 KiB.
 #[test]
-#[ignore = "BUG: 64 KiB messages through a broadcast batched queue overflow a stack and abort the process"]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "unoptimized builds only (a known gap, in the README): 64 KiB messages through a broadcast batched queue overflow a stack and abort the process"
+)]
 fn big_values_through_broadcast_batches() {
     within(40, || {
         let p = pipeline! { bigs[broadcast, batch 4] -> big_len * 2 -> counts; };
@@ -303,7 +306,10 @@ fn big_values_through_broadcast_batches() {
 /// the batch. The overflow is on the caller's thread (2 MiB, Rust's
 /// default), inside `Source::put` handing a block of 4 x 64 KiB on.
 #[test]
-#[ignore = "BUG: Source::put of a 64 KiB message into a batch-4 queue overflows the caller's 2 MiB stack and aborts"]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "unoptimized builds only (a known gap, in the README): Source::put of a 64 KiB message into a batch-4 queue overflows the caller's 2 MiB stack and aborts"
+)]
 fn big_values_through_plain_batches() {
     within(40, || {
         let p = pipeline! { bigs[batch 4] -> big_len * 2 -> counts; };
@@ -319,7 +325,10 @@ fn big_values_through_plain_batches() {
 
 /// The same values through an unbatched queue.
 #[test]
-#[ignore = "BUG: putting 20 messages of 64 KiB into an unbatched source overflows the caller's 2 MiB stack and aborts"]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "unoptimized builds only (a known gap, in the README): putting 20 messages of 64 KiB into an unbatched source overflows the caller's 2 MiB stack and aborts"
+)]
 fn big_values_through_unbatched_queue() {
     within(40, || {
         let p = pipeline! { bigs -> big_len * 2 -> counts; };

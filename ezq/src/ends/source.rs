@@ -397,6 +397,11 @@ impl<T: Send + 'static> Source<T> {
     /// If every worker reading it is gone, or the pipeline was cancelled,
     /// the message is dropped and counted: `join` reports it and why.
     ///
+    /// Large messages: in an unoptimized build a `put` copies the message
+    /// through several stack frames of the calling thread, so a message of
+    /// tens of KiB can overflow a default 2 MiB stack (an abort). Put them
+    /// from a thread with a larger stack, or `Box` them.
+    ///
     /// # Panics
     /// If the source was ended.
     #[inline(always)]
