@@ -311,3 +311,93 @@ fn a_sources_block_leaves_while_its_thread_waits_outside_the_pipeline() {
     // a loaded machine, and without it the reply never comes at all.
     assert!(slowest < Duration::from_secs(1), "{slowest:?}");
 }
+
+// --- Queues batched by default (no options) ----------------------------------
+
+/// Set when the test has seen what it waits for: the computing producers
+/// below then return.
+static LONG_COMPUTE_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Puts two messages, then computes (here: sleeps, which flushes nothing)
+/// until the test is done, for up to 30 seconds.
+#[worker]
+fn put_two_then_compute(out: Outbox<u64>) {
+    out.put(1);
+    out.put(2);
+    let start = std::time::Instant::now();
+    while !LONG_COMPUTE_DONE.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Busy for 100 ms with the first message, so that the second is put
+/// while no reader waits for it.
+#[worker]
+fn slow_first(inbox: Inbox<u64>, out: Outbox<u64>) {
+    for msg in inbox {
+        if msg.data == 1 {
+            thread::sleep(Duration::from_millis(100));
+        }
+        out.put_msg(msg);
+    }
+}
+
+/// A queue between workers is batched by default: the second message goes
+/// into its producer's block while the reader is busy, and the producer
+/// then computes for a long time without waiting on the pipeline. The
+/// pipeline's flusher must send the block (about half a millisecond after
+/// the reader is free); without it, the message would wait 30 seconds.
+#[test]
+fn a_lone_message_leaves_while_its_producer_computes() {
+    let took = within(60, || {
+        let p = pipeline! { () -> put_two_then_compute -> numbers -> slow_first -> seen; };
+        let start = std::time::Instant::now();
+        let first = p.seen.recv().expect("the first message").data;
+        let second = p.seen.recv().expect("the second message").data;
+        let took = start.elapsed();
+        LONG_COMPUTE_DONE.store(true, Ordering::SeqCst);
+        assert_eq!((first, second), (1, 2));
+        assert!(p.seen.recv().is_none());
+        p.join().expect("nothing lost");
+        took
+    });
+    // 100 ms of the reader's work, then the flusher's half millisecond: a
+    // second more is a generous bound on a loaded machine.
+    assert!(took < Duration::from_millis(1100), "{took:?}");
+}
+
+/// The same for a source batched by default: its caller puts while the
+/// reader is busy, then waits for the reply on a channel of its own, which
+/// flushes nothing.
+#[test]
+fn a_default_sources_block_leaves_while_its_thread_waits_outside_the_pipeline() {
+    let slowest = within(30, || {
+        let p = pipeline! { requests -> slow_first -> replies; };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slowest = thread::scope(|s| {
+            s.spawn(|| {
+                for reply in p.replies.iter() {
+                    tx.send(reply.data).expect("the caller waits");
+                }
+            });
+            let start = std::time::Instant::now();
+            p.requests.put(1u64);
+            // The reader is busy with 1 for 100 ms: 2 waits in the block.
+            p.requests.put(2u64);
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                got.push(
+                    (rx.recv_timeout(Duration::from_secs(10)))
+                        .expect("the block was sent while its thread waited elsewhere"),
+                );
+            }
+            let took = start.elapsed();
+            assert_eq!(got, [1, 2]);
+            p.requests.end();
+            took
+        });
+        p.join().expect("nothing lost");
+        slowest
+    });
+    assert!(slowest < Duration::from_millis(1100), "{slowest:?}");
+}

@@ -3,19 +3,26 @@
 //! wait, and the registry of each thread's unsent blocks that makes the
 //! second happen ([`flush_unsent`]).
 //!
-//! A [`SharedBlock`] is a source's: any thread may put into it, flush it or
-//! end its source, so every put takes a lock; a [`Flusher`] thread sends
-//! one that waits too long (its producer may wait on something outside the
-//! pipeline). A [`LocalBlock`] belongs to
-//! one thread (an outbox's, a source writer's) and takes none; on this
+//! A [`SharedBlock`] is a source's, or an outbox's on a queue batched by
+//! default: any thread may put into it, flush it or end its source, so
+//! every put takes a lock; a [`Flusher`] thread sends one that waits too
+//! long (its producer may be computing, or waiting on something outside the
+//! pipeline). A [`LocalBlock`] belongs to one thread (an outbox's on a
+//! queue batched with `batch N`, a source writer's) and takes none; on this
 //! project's benchmark machine that lock was most of the cost of a put.
+//!
+//! Adaptive batching (every local queue between workers, with no option
+//! given): a block is sent when it is full, and also as soon as a reader of
+//! the queue waits with nothing to read ([`WaitingReaders`]): then the block
+//! leaves with whatever it holds, often one message. So blocks grow while
+//! the readers are busy and shrink to one message while they wait.
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::{self, Rc};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::Duration;
 
 use crate::stats::QueueCounters;
@@ -103,16 +110,17 @@ fn flush_unsent_to(queue: Option<usize>) {
 pub(crate) trait Stale: Send + Sync {
     /// Sends what waits if it already waited, unsent, at the last look
     /// (`seen`: the blocks sent then, and whether one was waiting); never
-    /// waits itself.
-    fn flush_if_stale(&self, seen: &mut (u64, bool));
+    /// waits itself. Returns whether messages still wait (or it could not
+    /// look).
+    fn flush_if_stale(&self, seen: &mut (u64, bool)) -> bool;
 }
 
 impl<T: Send> Stale for SharedBlock<T> {
-    fn flush_if_stale(&self, seen: &mut (u64, bool)) {
+    fn flush_if_stale(&self, seen: &mut (u64, bool)) -> bool {
         let Ok(mut unsent) = self.unsent.try_lock() else {
             // A put or a flush is at it right now: it is not stale.
             *seen = (u64::MAX, false);
-            return;
+            return true;
         };
         let sent = self.sent.load(Ordering::Relaxed);
         let waiting = !unsent.is_empty();
@@ -129,65 +137,136 @@ impl<T: Send> Stale for SharedBlock<T> {
                 Ok(Ok(())) | Err(_) => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     *seen = (sent + 1, false);
+                    return false;
                 }
                 // Full: its readers are behind; look again next time.
                 Ok(Err(rest)) => *unsent = rest,
             }
-            return;
+            return true;
         }
         *seen = (sent, waiting);
+        waiting
     }
 }
 
-/// How often the [`Flusher`] looks: a message put into a batched source
-/// waits at most about two of these for its block to leave.
-pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(1);
+/// How often the [`Flusher`] looks: a message waits at most about two of
+/// these for its block to leave.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_micros(250);
 
-/// A thread that sends the blocks of batched sources that have waited,
-/// unsent, for a while: their producer may be waiting on something outside
-/// the pipeline (a reply, a socket), which flushes nothing.
+/// Looks in a row that find every block empty before the [`Flusher`]
+/// sleeps until a producer starts a block.
+const IDLE_LOOKS: u32 = 8;
+
+/// The shared blocks of one running pipeline, which its [`Flusher`] looks
+/// after. Each block registers as it is made (a source's at start, an
+/// outbox's when its worker opens it); the thread starts with the first.
+#[derive(Default)]
+pub(crate) struct FlushList {
+    blocks: Mutex<Vec<(Weak<dyn Stale>, (u64, bool))>>,
+    /// The flusher found nothing to send for a while and sleeps until a
+    /// producer starts a block ([`block_started`](Self::block_started)).
+    asleep: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FlushList {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Looks after `block` from now on; starts the flusher if it is the
+    /// first.
+    fn register(self: &Arc<Self>, block: Weak<dyn Stale>) {
+        lock(&self.blocks).push((block, (u64::MAX, false)));
+        let mut handle = lock(&self.handle);
+        if self.thread.get().is_none() && !self.stop.load(Ordering::Acquire) {
+            let list = Arc::clone(self);
+            let spawned = thread::Builder::new()
+                .name("ezq-flusher".into())
+                .spawn(move || list.run())
+                .expect("ezq: the operating system refused to start a thread");
+            let _ = self.thread.set(spawned.thread().clone());
+            *handle = Some(spawned);
+        }
+    }
+
+    /// A producer put the first message into an empty block: wakes the
+    /// flusher if it sleeps. Called holding the block's lock, which the
+    /// flusher takes too before it sleeps, so one of them sees the other.
+    #[inline]
+    fn block_started(&self) {
+        if self.asleep.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    #[cold]
+    fn wake(&self) {
+        self.asleep.store(false, Ordering::SeqCst);
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// One look at every block; returns whether messages still wait.
+    fn look(&self) -> bool {
+        let mut waiting = false;
+        lock(&self.blocks).retain_mut(|(block, seen)| match block.upgrade() {
+            Some(block) => {
+                waiting |= block.flush_if_stale(seen);
+                true
+            }
+            None => false,
+        });
+        waiting
+    }
+
+    fn run(&self) {
+        let mut idle = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            thread::park_timeout(FLUSH_EVERY);
+            idle = if self.look() { 0 } else { idle + 1 };
+            if idle < IDLE_LOOKS {
+                continue;
+            }
+            // Nothing waited for a while: sleep until a producer starts a
+            // block. One more look after saying so, under the blocks'
+            // locks: a block started before the producer could see it.
+            self.asleep.store(true, Ordering::SeqCst);
+            if self.look() {
+                self.asleep.store(false, Ordering::SeqCst);
+                continue;
+            }
+            while self.asleep.load(Ordering::SeqCst) && !self.stop.load(Ordering::Acquire) {
+                thread::park();
+            }
+            idle = 0;
+        }
+    }
+}
+
+/// The thread that sends blocks that waited, unsent, for a while (about
+/// two [`FLUSH_EVERY`]): their producer may be computing, or waiting on
+/// something outside the pipeline (a reply, a socket), which flushes
+/// nothing. It sleeps while every block is empty.
 pub(crate) struct Flusher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    list: Arc<FlushList>,
 }
 
 impl Flusher {
-    pub(crate) fn start(blocks: Vec<Weak<dyn Stale>>) -> Flusher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = (!blocks.is_empty()).then(|| {
-            let stop = Arc::clone(&stop);
-            let body = move || {
-                let mut seen = vec![(u64::MAX, false); blocks.len()];
-                while !stop.load(Ordering::Acquire) {
-                    thread::park_timeout(FLUSH_EVERY);
-                    let mut alive = false;
-                    for (block, seen) in blocks.iter().zip(&mut seen) {
-                        if let Some(block) = block.upgrade() {
-                            block.flush_if_stale(seen);
-                            alive = true;
-                        }
-                    }
-                    // A pipeline that was leaked, not joined: its sources
-                    // are gone, and so is this thread's work.
-                    if !alive {
-                        break;
-                    }
-                }
-            };
-            thread::Builder::new()
-                .name("ezq-flusher".into())
-                .spawn(body)
-                .expect("ezq: the operating system refused to start a thread")
-        });
-        Flusher { stop, thread }
+    pub(crate) fn new(list: Arc<FlushList>) -> Flusher {
+        Flusher { list }
     }
 
     /// Stops the thread and waits for it.
     pub(crate) fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
+        self.list.stop.store(true, Ordering::Release);
+        let handle = lock(&self.list.handle).take();
+        if let Some(handle) = handle {
+            handle.thread().unpark();
+            let _ = handle.join();
         }
     }
 }
@@ -198,11 +277,74 @@ impl Drop for Flusher {
     }
 }
 
+/// How many readers of a queue batched by default wait for a message right
+/// now. A producer that sees one waiting, with nothing in the queue, sends
+/// what its block holds at once, so a lone message is not held back while
+/// the queue's readers are idle.
+#[derive(Default)]
+pub(crate) struct WaitingReaders {
+    waiting: AtomicUsize,
+}
+
+/// Polls before a reader says it waits: a producer that keeps up fills a
+/// block meanwhile, which is cheaper to hand over than one message.
+const SPINS: u32 = 10;
+
+impl WaitingReaders {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Whether a reader waits.
+    #[inline]
+    fn any(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Waits with `wait`, counted as a waiting reader meanwhile.
+    pub(crate) fn wait<R>(&self, wait: impl FnOnce() -> R) -> R {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        wait()
+    }
+
+    /// Polls with `poll` a few times, backing off, then waits with `wait`,
+    /// counted as a waiting reader.
+    pub(crate) fn poll_then_wait<R>(
+        &self,
+        mut poll: impl FnMut() -> Option<R>,
+        wait: impl FnOnce() -> R,
+    ) -> R {
+        for step in 0..SPINS {
+            if let Some(found) = poll() {
+                return found;
+            }
+            if step < 6 {
+                for _ in 0..1 << step {
+                    std::hint::spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        self.wait(wait)
+    }
+}
+
 /// Where a block goes, and the counters it adds to.
 pub(crate) struct BlockTarget<T> {
     tx: Tx<T>,
     block: usize,
     queue: Arc<QueueCounters>,
+    /// On a queue batched by default, its waiting readers: a block leaves
+    /// early for them.
+    readers: Option<Arc<WaitingReaders>>,
 }
 
 impl<T> Clone for BlockTarget<T> {
@@ -211,6 +353,7 @@ impl<T> Clone for BlockTarget<T> {
             tx: self.tx.clone(),
             block: self.block,
             queue: Arc::clone(&self.queue),
+            readers: self.readers.clone(),
         }
     }
 }
@@ -221,7 +364,31 @@ impl<T> BlockTarget<T> {
             tx,
             block: block.max(1),
             queue,
+            readers: None,
         }
+    }
+
+    /// The same target, on a queue batched by default: a block also leaves
+    /// when one of `readers` waits.
+    pub(crate) fn adaptive(mut self, readers: Option<Arc<WaitingReaders>>) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// A reader waits with nothing to read: what `unsent` holds leaves now,
+    /// counted as put (a single message as itself, its block's memory kept
+    /// for the next).
+    #[inline]
+    fn leave_early(&self, unsent: &mut Vec<Msg<T>>) -> Option<Item<T>> {
+        let readers = self.readers.as_deref()?;
+        if !readers.any() || self.tx.len() > 0 || unsent.is_empty() {
+            return None;
+        }
+        self.count(unsent.len());
+        Some(match unsent.len() {
+            1 => Item::Msg(unsent.pop()?),
+            _ => Item::Batch(Box::new(std::mem::take(unsent))),
+        })
     }
 
     /// The queue's identity, to flush only the blocks bound for it.
@@ -270,9 +437,11 @@ impl<T> BlockTarget<T> {
                 Err(*block)
             }
             Err(SendError::Full(_)) => Ok(()),
+            // Put and never taken: discarded if its readers discarded the
+            // queue on purpose, else lost.
             Err(SendError::Gone(item)) => {
-                self.queue.put_back(item.messages());
                 if !self.queue.is_discarding() {
+                    self.queue.put_back(item.messages());
                     self.queue.add_lost(item.messages());
                 }
                 Ok(())
@@ -316,10 +485,13 @@ fn push_making_room<T>(unsent: &mut Vec<Msg<T>>, block: usize, data: T, kind: Ki
     unsent.push(Msg { data, kind, order });
 }
 
-/// The block of a batched source, which any thread may put into.
+/// The block of a batched source, which any thread may put into, or of an
+/// outbox on a queue batched by default, which the [`Flusher`] may send.
 pub(crate) struct SharedBlock<T> {
     target: BlockTarget<T>,
     unsent: Mutex<Vec<Msg<T>>>,
+    /// The pipeline's blocks: woken when this one starts filling.
+    flusher: Arc<FlushList>,
     /// The thread that last put here (see [`thread_number`]),
     /// which flushes this block before it waits.
     owner: AtomicU64,
@@ -329,22 +501,29 @@ pub(crate) struct SharedBlock<T> {
 }
 
 impl<T: Send + 'static> SharedBlock<T> {
-    pub(crate) fn new(target: BlockTarget<T>) -> Arc<Self> {
-        Arc::new(SharedBlock {
+    /// A block that `flusher`'s thread looks after.
+    pub(crate) fn new(target: BlockTarget<T>, flusher: &Arc<FlushList>) -> Arc<Self> {
+        let block = Arc::new(SharedBlock {
             target,
             unsent: Mutex::new(Vec::new()),
+            flusher: Arc::clone(flusher),
             owner: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-        })
+        });
+        let weak: Weak<dyn Stale> = Arc::<Self>::downgrade(&block);
+        flusher.register(weak);
+        block
     }
 
-    /// Adds a message; if that fills the block, sends it with `send`, still
-    /// holding the block, so that no later block of this source (a flush,
-    /// the [`Flusher`]) can overtake it.
+    /// Adds a message; if that fills the block (or a reader waits, on a
+    /// queue batched by default), sends it with `send`, still holding the
+    /// block, so that no later block of this producer (a flush, the
+    /// [`Flusher`]) can overtake it.
+    #[inline]
     pub(crate) fn push<R>(
         self: &Arc<Self>,
         msg: Msg<T>,
-        send: impl FnOnce(Vec<Msg<T>>) -> R,
+        send: impl FnOnce(Item<T>) -> R,
     ) -> Option<R> {
         let me = thread_number();
         if self.owner.load(Ordering::Relaxed) != me {
@@ -353,9 +532,17 @@ impl<T: Send + 'static> SharedBlock<T> {
             remember_unsent(Unsent::Shared(weak));
         }
         let mut unsent = lock(&self.unsent);
-        let full = self.target.push(&mut unsent, msg)?;
+        let item = match self.target.push(&mut unsent, msg) {
+            Some(full) => Item::Batch(Box::new(full)),
+            None => {
+                if unsent.len() == 1 {
+                    self.flusher.block_started();
+                }
+                self.target.leave_early(&mut unsent)?
+            }
+        };
         self.sent.fetch_add(1, Ordering::Relaxed);
-        Some(send(full))
+        Some(send(item))
     }
 
     /// Takes out what waits for the block to fill, unsent (after a
@@ -430,5 +617,94 @@ impl<T> Flush for LocalBlock<T> {
 
     fn queue_id(&self) -> usize {
         self.target.queue_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::transport::{self, Ending, Rx};
+
+    /// A shared block of 8 messages on a fresh queue of 16 items.
+    fn block(
+        waiting: Option<Arc<WaitingReaders>>,
+        list: &Arc<FlushList>,
+    ) -> (Arc<SharedBlock<u64>>, Tx<u64>, Rx<u64>) {
+        let (tx, rx) = transport::channel(Some(16), Ending::Explicit);
+        let target = BlockTarget::new(tx.clone(), 8, QueueCounters::new()).adaptive(waiting);
+        (SharedBlock::new(target, list), tx, rx)
+    }
+
+    fn put(block: &Arc<SharedBlock<u64>>, tx: &Tx<u64>, x: u64) {
+        if let Some(sent) = block.push(Msg::new(x), |item| tx.try_send(item)) {
+            assert!(sent.is_ok(), "the queue has room");
+        }
+    }
+
+    fn data(item: Option<Item<u64>>) -> Vec<u64> {
+        match item {
+            Some(Item::Msg(msg)) => vec![msg.data],
+            Some(Item::Batch(block)) => block.iter().map(|m| m.data).collect(),
+            Some(Item::End) => panic!("no END was sent"),
+            None => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn without_a_waiting_reader_a_block_leaves_when_full() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let (block, tx, rx) = block(Some(WaitingReaders::new()), &list);
+        for x in 0..7 {
+            put(&block, &tx, x);
+        }
+        assert!(rx.try_recv().is_none(), "7 of 8: the block waits");
+        put(&block, &tx, 7);
+        assert_eq!(data(rx.try_recv()), (0..8).collect::<Vec<_>>());
+        flusher.stop();
+    }
+
+    #[test]
+    fn a_waiting_reader_with_nothing_to_read_gets_what_the_block_holds() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let waiting = WaitingReaders::new();
+        let (block, tx, rx) = block(Some(Arc::clone(&waiting)), &list);
+        waiting.waiting.fetch_add(1, Ordering::SeqCst);
+        put(&block, &tx, 1);
+        assert!(
+            matches!(rx.try_recv(), Some(Item::Msg(m)) if m.data == 1),
+            "a lone message leaves as itself at once"
+        );
+        put(&block, &tx, 2);
+        put(&block, &tx, 3);
+        assert_eq!(data(rx.try_recv()), [2], "the queue was empty at 2, not at 3");
+        put(&block, &tx, 4);
+        assert_eq!(data(rx.try_recv()), [3, 4], "what waited leaves with the next");
+        waiting.waiting.fetch_sub(1, Ordering::SeqCst);
+        put(&block, &tx, 5);
+        assert!(rx.try_recv().is_none(), "no reader waits: the block fills");
+        flusher.stop();
+    }
+
+    #[test]
+    fn the_flusher_sends_a_block_that_waits_even_after_it_slept() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let (block, tx, rx) = block(None, &list);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !list.asleep.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "an idle flusher sleeps");
+            thread::sleep(Duration::from_millis(1));
+        }
+        for round in 0..3 {
+            put(&block, &tx, round);
+            let item = rx.recv_deadline(Instant::now() + Duration::from_secs(5));
+            assert_eq!(data(item), [round], "the flusher woke and sent it");
+            thread::sleep(Duration::from_millis(10));
+        }
+        flusher.stop();
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::batch::FlushList;
 use crate::stats::ReplicaCounters;
 use crate::sync::Padded;
 
@@ -31,6 +32,9 @@ pub(crate) struct Control {
     /// that the reorder buffer waits for until the end): sources stop
     /// waiting, so a gap can never hang the pipeline.
     window_stalled: AtomicBool,
+    /// The shared blocks of the pipeline's sources and outboxes, which its
+    /// flusher sends when they wait too long.
+    pub(crate) blocks: Arc<FlushList>,
 }
 
 /// How long a source waits for the reorder window to move before it gives
@@ -45,6 +49,7 @@ impl Control {
             low: Padded(AtomicU64::new(0)),
             window_used: AtomicBool::new(false),
             window_stalled: AtomicBool::new(false),
+            blocks: FlushList::new(),
         })
     }
 

@@ -12,7 +12,7 @@ pub use crate::control::{DEFAULT_WINDOW, Replica};
 pub use crate::ends::outbox::OutboxParts;
 pub use crate::transport::KeyFn;
 
-use crate::batch::{BlockTarget, SharedBlock};
+use crate::batch::{BlockTarget, FlushList, SharedBlock, WaitingReaders};
 use crate::control::{self, Control};
 use crate::ends::inbox::Inbox;
 use crate::ends::outbox::Outbox;
@@ -58,6 +58,28 @@ const MESSAGES_ON_STACK: usize = 96;
 /// this project's benchmark machine that made batching 5-10x slower than
 /// with room for a few blocks.
 pub const DEFAULT_BLOCKS: usize = 4;
+
+/// The most messages in a block of a queue batched by default (a local
+/// queue between workers, or from a source to workers, given no `batch`,
+/// no route and no capacity of its own): its blocks leave when full, or
+/// with whatever they hold as soon as a reader waits with nothing to read,
+/// or when they waited about half a millisecond. Fewer if the queue holds
+/// few messages: a quarter of them, and no batching below two.
+pub const ADAPTIVE_BLOCK: usize = 64;
+
+/// Messages larger than this are not batched by default: a block would
+/// copy them once more, and saves little on a hand-off of large messages.
+pub const ADAPTIVE_MAX_MESSAGE: usize = 256;
+
+/// The block size of a queue batched by default that holds at most
+/// `messages` messages of `size` bytes; `None`: not batched.
+fn adaptive_block(messages: Option<usize>, size: usize) -> Option<usize> {
+    if size > ADAPTIVE_MAX_MESSAGE {
+        return None;
+    }
+    let block = messages.map_or(ADAPTIVE_BLOCK, |n| (n / DEFAULT_BLOCKS).min(ADAPTIVE_BLOCK));
+    (block >= 2).then_some(block)
+}
 
 /// What `[redis]` queues and `cluster = ..` need: ezq's `redis` feature.
 #[cfg(not(feature = "redis"))]
@@ -192,6 +214,9 @@ struct Channel<T> {
     /// Messages per block of a source (on a Redis-backed queue, a source's
     /// puts are batched and a worker's are not: its session batches them).
     source_block: Option<usize>,
+    /// A queue batched by default: its readers say when they wait, and its
+    /// outboxes' blocks are shared, for the flusher to send.
+    waiting: Option<Arc<WaitingReaders>>,
 }
 
 /// One reading end of a queue, and what the inboxes on it share.
@@ -201,8 +226,8 @@ struct Reader<T> {
 }
 
 impl<T> Reader<T> {
-    fn new(rx: Rx<T>, counters: &Arc<QueueCounters>) -> Self {
-        let shared = QueueShared::new(Arc::clone(counters));
+    fn new(rx: Rx<T>, counters: &Arc<QueueCounters>, waiting: Option<&Arc<WaitingReaders>>) -> Self {
+        let shared = QueueShared::new(Arc::clone(counters), waiting.cloned());
         Reader { rx, shared }
     }
 }
@@ -218,10 +243,11 @@ impl<T> Channel<T> {
 impl<T: Send + 'static> Channel<T> {
     /// A source's block, if the queue is batched: it counts its messages
     /// as they leave.
-    fn source_block(&self) -> Option<Arc<SharedBlock<T>>> {
+    fn source_block(&self, flusher: &Arc<FlushList>) -> Option<Arc<SharedBlock<T>>> {
         self.source_block.map(|block| {
             let queue = Arc::clone(&self.counters);
-            SharedBlock::new(BlockTarget::new(self.tx.clone(), block, queue))
+            let target = BlockTarget::new(self.tx.clone(), block, queue);
+            SharedBlock::new(target.adaptive(self.waiting.clone()), flusher)
         })
     }
 }
@@ -254,7 +280,11 @@ impl Channels {
     /// The handle's end of a sink queue (one that no worker consumes).
     pub fn sink<T: Send + 'static>(&self, queue: QueueRef<T>) -> Sink<T> {
         let channel = self.channel(queue);
-        Sink::new(channel.reader(0).rx.clone(), Arc::clone(&channel.counters))
+        Sink::new(
+            channel.reader(0).rx.clone(),
+            Arc::clone(&channel.counters),
+            channel.waiting.clone(),
+        )
     }
 }
 
@@ -324,7 +354,7 @@ macro_rules! port_tuples {
                 let ($($v,)*) = self;
                 ($({
                     let c = channels.channel(*$v);
-                    OutboxParts::new(c.tx.clone(), c.block, Arc::clone(&c.counters), Arc::clone(replica))
+                    OutboxParts::new(c.tx.clone(), c.block, c.waiting.clone(), Arc::clone(&c.counters), Arc::clone(replica))
                 },)*)
             }
             #[allow(clippy::unused_unit)]
@@ -355,6 +385,8 @@ struct ChannelSpec<'a> {
     /// The most messages it holds, if bounded.
     messages: Option<usize>,
     block: Option<usize>,
+    /// Batched by default ([`ADAPTIVE_BLOCK`]), no block size given.
+    adaptive: bool,
     ending: Ending,
     /// For a routed queue: its typed [`Route`], and the replicas of its
     /// reader, one channel each.
@@ -380,6 +412,8 @@ struct QueueNode {
     redis: bool,
     capacity: Capacity,
     block: Option<usize>,
+    /// Batched by default: a local queue given no block size and no route.
+    adaptive: bool,
     /// The size of one message.
     size: usize,
     make: MakeChannel,
@@ -433,7 +467,13 @@ impl WorkerNode<'_> {
 }
 
 fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + Send>, String> {
-    let (messages, block) = (spec.messages, spec.block);
+    let messages = spec.messages;
+    let adaptive = spec.adaptive && spec.route.is_none();
+    let block = match adaptive {
+        true => adaptive_block(messages, size_of::<Item<T>>()),
+        false => spec.block,
+    };
+    let waiting = (adaptive && block.is_some()).then(WaitingReaders::new);
     // A batched queue holds blocks: its capacity in messages, in blocks.
     let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
     let route = (spec.route).and_then(|r| r.downcast_ref::<Route<T>>());
@@ -464,11 +504,12 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
         tx,
         readers: rxs
             .into_iter()
-            .map(|rx| Reader::new(rx, &counters))
+            .map(|rx| Reader::new(rx, &counters, waiting.as_ref()))
             .collect(),
         counters,
         block,
         source_block: block,
+        waiting,
     }))
 }
 
@@ -496,10 +537,11 @@ where
     let counters = QueueCounters::new();
     Ok(Box::new(Channel::<T> {
         tx,
-        readers: vec![Reader::new(rx, &counters)],
+        readers: vec![Reader::new(rx, &counters, None)],
         counters,
         block: None,
         source_block: Some(block),
+        waiting: None,
     }))
 }
 
@@ -518,7 +560,7 @@ fn make_source<T: Send + 'static>(
     let c = channel_of::<T>(channel);
     let shared = SourceEnd::new(
         c.tx.clone(),
-        c.source_block(),
+        c.source_block(&control.blocks),
         Arc::clone(&c.counters),
         Arc::clone(control),
     );
@@ -778,6 +820,7 @@ impl<'env> Graph<'env> {
 
     /// Routes a queue between the replicas of its reader.
     pub(crate) fn route<T: Send + 'static>(&mut self, queue: QueueRef<T>, route: Route<T>) {
+        self.queues[queue.index].adaptive = false;
         self.queues[queue.index].route = Some(RouteNode {
             label: route.label(),
             route: Box::new(route),
@@ -825,6 +868,7 @@ impl<'env> Graph<'env> {
         let queue = self.add_queue::<T>(name, capacity, Some(block));
         let node = self.queues.last_mut().expect("just added");
         node.redis = true;
+        node.adaptive = false;
         node.make = make_redis_channel::<T>;
         queue
     }
@@ -870,6 +914,8 @@ impl<'env> Graph<'env> {
             redis: false,
             capacity,
             block,
+            // A capacity given in messages is kept to the message.
+            adaptive: block.is_none() && !matches!(capacity, Capacity::Bounded(_)),
             size: size_of::<Item<T>>(),
             make: make_channel::<T>,
             make_source: make_source::<T>,
@@ -1064,6 +1110,9 @@ impl<'env> Graph<'env> {
                     name: &q.name,
                     messages: q.messages(readers[i].is_empty()),
                     block: q.block,
+                    // A sink's reader is the caller, whose `len` and
+                    // `try_recv` see messages one by one.
+                    adaptive: q.adaptive && !readers[i].is_empty(),
                     ending,
                     route: q.route.as_ref().map(|r| &*r.route),
                     readers: replicas[i],

@@ -179,7 +179,7 @@ impl<Q> Pipeline<Q> {
     ) -> Self {
         let replicas = threads.iter().map(|t| Arc::clone(&t.counters)).collect();
         let monitor = Monitor::new(queue_ends, replicas);
-        let flusher = Flusher::start(sources.iter().filter_map(|s| s.block()).collect());
+        let flusher = Flusher::new(Arc::clone(&control.blocks));
         Pipeline {
             queues,
             threads,

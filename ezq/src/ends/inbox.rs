@@ -109,6 +109,10 @@ impl<T> Inbox<T> {
                     // path costs a debug build copies of a large message.
                     if self.rx.is_remote() {
                         timed(&self.ctx.counters, || self.wait_remote())
+                    } else if let Some(waiting) = &self.queue.waiting {
+                        let rx = &self.rx;
+                        let wait = || waiting.poll_then_wait(|| rx.try_recv(), || rx.recv());
+                        timed(&self.ctx.counters, wait)
                     } else {
                         timed(&self.ctx.counters, || self.rx.recv())
                     }
@@ -131,7 +135,12 @@ impl<T> Inbox<T> {
                 return Err(RecvTimeout::Ended);
             }
             batch::flush_unsent();
-            let Some(item) = self.rx.recv_deadline(deadline) else {
+            let wait = || self.rx.recv_deadline(deadline);
+            let item = match &self.queue.waiting {
+                Some(waiting) => waiting.wait(wait),
+                None => wait(),
+            };
+            let Some(item) = item else {
                 return Err(RecvTimeout::Timeout);
             };
             if let Some(msg) = self.accept(item) {
@@ -200,16 +209,16 @@ impl<T> Inbox<T> {
     /// the pipeline was cancelled (which ends the inbox).
     #[inline]
     pub(crate) fn buffered(&mut self) -> Option<Msg<T>> {
+        // A cancel ends the inbox at once, even with a block in hand: the
+        // rest of it is dropped, and counted so, as the queue's is.
+        if self.ctx.control.is_cancelled() {
+            self.done = true;
+            return None;
+        }
         let msg = match self.block.next() {
             Some(msg) => msg,
-            None => {
-                if self.ctx.control.is_cancelled() {
-                    self.done = true;
-                    return None;
-                }
-                // Even after the END: what other readers put back.
-                self.queue.unstash()?
-            }
+            // Even after the END: what other readers put back.
+            None => self.queue.unstash()?,
         };
         self.count();
         Some(msg)
@@ -302,9 +311,11 @@ impl<T> Iterator for Inbox<T> {
     // rest (the next block, the END, a cancel) out of line.
     #[inline(always)]
     fn next(&mut self) -> Option<Msg<T>> {
-        if let Some(msg) = self.block.next() {
-            self.count();
-            return Some(msg);
+        if !self.ctx.control.is_cancelled() {
+            if let Some(msg) = self.block.next() {
+                self.count();
+                return Some(msg);
+            }
         }
         self.recv()
     }
@@ -344,7 +355,15 @@ impl<T, U> Iterator for Merge<T, U> {
                 (false, false) => {}
             }
             batch::flush_unsent();
-            match select(&self.left.rx, &self.right.rx) {
+            // Waiting on both: each queue's producers learn of it.
+            let both = || select(&self.left.rx, &self.right.rx);
+            let selected = match (&self.left.queue.waiting, &self.right.queue.waiting) {
+                (Some(left), Some(right)) => left.wait(|| right.wait(both)),
+                (Some(left), None) => left.wait(both),
+                (None, Some(right)) => right.wait(both),
+                (None, None) => both(),
+            };
+            match selected {
                 Selected::Left(item) => {
                     if let Some(msg) = self.left.accept(item) {
                         return Some(Either::Left(msg));

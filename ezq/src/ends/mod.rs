@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::Msg;
+use crate::batch::WaitingReaders;
 use crate::stats::QueueCounters;
 use crate::sync::{Padded, lock};
 use crate::transport::{Item, Rx};
@@ -32,15 +33,21 @@ pub(crate) struct QueueShared<T> {
     has_stash: Padded<AtomicBool>,
     /// Inboxes open on the queue: the last to close drops what is left.
     readers: AtomicUsize,
+    /// On a queue batched by default, where its readers say that they wait.
+    pub(crate) waiting: Option<Arc<WaitingReaders>>,
 }
 
 impl<T> QueueShared<T> {
-    pub(crate) fn new(counters: Arc<QueueCounters>) -> Arc<Self> {
+    pub(crate) fn new(
+        counters: Arc<QueueCounters>,
+        waiting: Option<Arc<WaitingReaders>>,
+    ) -> Arc<Self> {
         Arc::new(QueueShared {
             counters,
             stash: Mutex::new(Vec::new()),
             has_stash: Padded::default(),
             readers: AtomicUsize::new(0),
+            waiting,
         })
     }
 
@@ -82,7 +89,8 @@ impl<T> QueueShared<T> {
             }
         };
         let stash = std::mem::take(&mut *lock(&self.stash));
-        for msg in stash {
+        // Kept reversed (see `stash`): dropped in their own order.
+        for msg in stash.into_iter().rev() {
             drop_safely(Box::new(move || drop(msg)));
         }
         while let Some(item) = rx.try_recv() {

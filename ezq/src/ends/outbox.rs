@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Disconnected;
 use crate::Msg;
-use crate::batch::{BlockTarget, Flush, LocalBlock};
+use crate::batch::{BlockTarget, Flush, LocalBlock, SharedBlock, WaitingReaders};
 use crate::control::Replica;
 use crate::error::stop_worker;
 use crate::stats::{COUNTING, LocalCount, QueueCounters, timed};
@@ -28,15 +28,17 @@ use crate::transport::{Item, SendError, Tx};
 /// Into a batched queue, `put` collects messages and sends them a block at
 /// a time: when the block is full, when the worker waits for input, and
 /// when the outbox is dropped (the worker returns), so no message waits
-/// while its worker does.
+/// while its worker does. A queue between workers is batched by default
+/// (see [`ADAPTIVE_BLOCK`](crate::graph::ADAPTIVE_BLOCK)): there a block
+/// also leaves as soon as a reader waits with nothing to read, and when it
+/// waited about half a millisecond while the worker computes.
 ///
 /// An outbox belongs to its worker's thread: that thread's waits flush its
-/// block, so it is not `Send`, and a batched `put` takes no lock. (Clones
-/// share one block.)
+/// block, so it is not `Send`. (Clones share one block.)
 pub struct Outbox<T> {
     tx: Tx<T>,
     /// Shared by clones; `Rc` keeps the outbox on the thread that flushes it.
-    batch: Option<Rc<LocalBlock<T>>>,
+    batch: Option<Block<T>>,
     queue: Arc<QueueCounters>,
     ctx: Arc<Replica>,
     put: Cell<u64>,
@@ -48,8 +50,25 @@ pub struct Outbox<T> {
 pub struct OutboxParts<T> {
     tx: Tx<T>,
     block: Option<usize>,
+    waiting: Option<Arc<WaitingReaders>>,
     queue: Arc<QueueCounters>,
     ctx: Arc<Replica>,
+}
+
+/// An outbox's block: its own thread's alone (`batch N`), or one that the
+/// pipeline's flusher may send too (a queue batched by default).
+enum Block<T> {
+    Local(Rc<LocalBlock<T>>),
+    Shared(Arc<SharedBlock<T>>),
+}
+
+impl<T> Clone for Block<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Block::Local(block) => Block::Local(Rc::clone(block)),
+            Block::Shared(block) => Block::Shared(Arc::clone(block)),
+        }
+    }
 }
 
 impl<T> fmt::Debug for OutboxParts<T> {
@@ -84,12 +103,14 @@ impl<T: Send + 'static> OutboxParts<T> {
     pub(crate) fn new(
         tx: Tx<T>,
         block: Option<usize>,
+        waiting: Option<Arc<WaitingReaders>>,
         queue: Arc<QueueCounters>,
         ctx: Arc<Replica>,
     ) -> Self {
         OutboxParts {
             tx,
             block,
+            waiting,
             queue,
             ctx,
         }
@@ -103,11 +124,20 @@ impl<T: Send + 'static> Outbox<T> {
         let OutboxParts {
             tx,
             block,
+            waiting,
             queue,
             ctx,
         } = parts;
-        let batch =
-            block.map(|n| LocalBlock::new(BlockTarget::new(tx.clone(), n, Arc::clone(&queue))));
+        let batch = block.map(|n| {
+            let target = BlockTarget::new(tx.clone(), n, Arc::clone(&queue));
+            match waiting {
+                None => Block::Local(LocalBlock::new(target)),
+                Some(waiting) => Block::Shared(SharedBlock::new(
+                    target.adaptive(Some(waiting)),
+                    &ctx.control.blocks,
+                )),
+            }
+        });
         Outbox {
             tx,
             batch,
@@ -160,11 +190,21 @@ impl<T: Send + 'static> Outbox<T> {
                 Item::Msg(msg)
             }
             // A batched queue counts its messages as their block leaves.
-            Some(batch) => match batch.push(msg) {
+            Some(Block::Local(batch)) => match batch.push(msg) {
                 None => return Ok(()),
                 Some(block) => Item::Batch(Box::new(block)),
             },
+            // Sent holding the block: no flush can overtake it.
+            Some(Block::Shared(batch)) => {
+                return batch.push(msg, |item| self.send_item(item)).unwrap_or(Ok(()));
+            }
         };
+        self.send_item(item)
+    }
+
+    /// Sends an item, waiting while the queue is full.
+    #[inline(always)]
+    fn send_item(&self, item: Item<T>) -> Result<(), Disconnected<T>> {
         let sent = match self.tx.try_send(item) {
             Ok(()) => return Ok(()),
             Err(SendError::Full(item)) => timed(&self.ctx.counters, || self.tx.send(item)),
@@ -221,8 +261,10 @@ impl<T: Send + 'static> Outbox<T> {
 
 impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
-        if let Some(batch) = &self.batch {
-            batch.flush();
+        match &self.batch {
+            Some(Block::Local(batch)) => batch.flush(),
+            Some(Block::Shared(batch)) => batch.flush(),
+            None => {}
         }
         self.queue.add_put(self.put.get(), self.tx.len(), 1);
     }

@@ -3,12 +3,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Disconnected;
 use crate::Msg;
-use crate::batch::{self, Flush, SharedBlock, Stale};
+use crate::batch::{self, Flush, SharedBlock};
 use crate::control::Control;
 use crate::stats::{COUNTING, LocalCount, QueueCounters};
 use crate::sync::{lock, thread_number};
@@ -22,9 +22,6 @@ pub(crate) trait SourceControl: Send + Sync {
     /// Takes no more messages and wakes its readers after a cancel, never
     /// waiting.
     fn nudge(&self);
-    /// Its block, for a batched source: the [`Flusher`] sends it when it
-    /// waits too long.
-    fn block(&self) -> Option<Weak<dyn Stale>>;
 }
 
 /// What a pipeline shares between a source handle and its own shutdown.
@@ -144,8 +141,7 @@ impl<T: Send + 'static> SourceEnd<T> {
                 self.tx.send(Item::Msg(msg))
             }
             Some(batch) => {
-                let send = |block| self.tx.send(Item::Batch(Box::new(block)));
-                batch.push(msg, send).unwrap_or(Ok(()))
+                batch.push(msg, |item| self.tx.send(item)).unwrap_or(Ok(()))
             }
         };
         match sent {
@@ -348,12 +344,6 @@ impl<T: Send + 'static> SourceControl for SourceEnd<T> {
 
     fn nudge(&self) {
         SourceEnd::nudge(self);
-    }
-
-    fn block(&self) -> Option<Weak<dyn Stale>> {
-        let block = self.batch.as_ref()?;
-        let weak: Weak<dyn Stale> = Arc::<SharedBlock<T>>::downgrade(block);
-        Some(weak)
     }
 }
 
