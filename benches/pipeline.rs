@@ -756,6 +756,73 @@ impl HandChain {
     }
 }
 
+// --- held back: a message put while its reader is busy, by a producer that
+// then computes (no wait on the pipeline flushes its block) -------------
+
+/// Rounds of the held-back measurement.
+static HELD_ROUNDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Each round: puts two messages stamped with the time since `base`, then
+/// computes for 2 ms without touching the pipeline.
+#[worker]
+fn put_pair_then_compute(out: Outbox<u64>, base: Instant) {
+    for _ in 0..HELD_ROUNDS.load(AtomicOrdering::Relaxed) {
+        let now = base.elapsed().as_nanos() as u64;
+        out.put(now);
+        out.put(now);
+        let until = Instant::now() + Duration::from_millis(2);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Busy for 500 us with the first message of each pair, so that the
+/// second waits in its producer's block; reports how long the second
+/// waited after this reader was free again.
+#[worker]
+fn held_back(inbox: Inbox<u64>, out: Outbox<u64>, base: Instant) {
+    let mut first = true;
+    let mut free_at = 0;
+    for msg in inbox {
+        if first {
+            let until = Instant::now() + Duration::from_micros(500);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            free_at = base.elapsed().as_nanos() as u64;
+        } else {
+            let now = base.elapsed().as_nanos() as u64;
+            out.put(now.saturating_sub(free_at.max(msg.data)));
+        }
+        first = !first;
+    }
+}
+
+/// Prints how long a message waited for its block while its producer
+/// computed and its reader was free: the flusher's bound, measured.
+fn held_back_section(quick: bool) {
+    let rounds = if quick { 50 } else { 500 };
+    HELD_ROUNDS.store(rounds, AtomicOrdering::Relaxed);
+    let base = Instant::now();
+    let p = pipeline! { () -> put_pair_then_compute(base) -> pairs -> held_back(base) -> waits; };
+    let mut waits: Vec<Duration> = p
+        .waits
+        .iter()
+        .map(|m| Duration::from_nanos(m.data))
+        .collect();
+    p.join().expect("held-back pipeline failed");
+    assert_eq!(waits.len(), rounds);
+    waits.sort();
+    println!(
+        "held back: {rounds} messages put while their reader was busy, by a producer that then computed 2 ms; wait after the reader was free, us: p50 {:.1}, p99 {:.1}, max {:.1}",
+        percentile(&waits, 0.50).as_secs_f64() * 1e6,
+        percentile(&waits, 0.99).as_secs_f64() * 1e6,
+        waits.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+    );
+    println!();
+}
+
 /// Warm-up round trips before a block is timed.
 const WARM_UP: u64 = 100;
 
@@ -1116,6 +1183,19 @@ enum ByteTag {
     Interned = 8,
 }
 
+/// The same hop through a `pipeline!` queue with no options: fed through
+/// `Source::put` from this thread, read by one worker that sums.
+fn hop_pipeline(n: u64) -> u64 {
+    let p = pipeline! { numbers -> summer -> sums; };
+    for i in 0..n {
+        p.numbers.put(i);
+    }
+    p.numbers.end();
+    let total = p.sums.iter().map(|m| m.data).sum();
+    p.join().expect("the summer failed");
+    total
+}
+
 type HopCase = (&'static str, fn(u64) -> u64);
 
 const HOP_CASES: &[HopCase] = &[
@@ -1124,6 +1204,7 @@ const HOP_CASES: &[HopCase] = &[
         hop(n, Msg::new, |m: &Msg<u64>| m.data)
     }),
     ("Msg<u64>, ezq::Queue", hop_queue),
+    ("Msg<u64>, pipeline! queue", hop_pipeline),
     ("byte-tag Msg, crossbeam", |n| {
         let wrap = |i| ByteTagMsg {
             data: i,
@@ -1622,6 +1703,7 @@ fn full_bench(quick: bool, fixed_reps: Option<usize>) {
         wall.elapsed().as_secs_f64()
     );
     println!();
+    held_back_section(quick);
 
     // sortiter.
     let n = if quick { 100_000 } else { 1_000_000 };

@@ -169,9 +169,14 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `worker[stack BYTES]` (before `* EXPR`) sets the stack size of the
 ///   worker's threads (a `usize`). Without it a worker gets Rust's default,
 ///   grown by itself for messages over 4 KiB.
+/// - Without options, a queue that workers read is batched adaptively
+///   (see [`Graph::queue`](../ezq/struct.Graph.html#method.queue)): blocks
+///   grow while its readers are busy, shrink to one message while they
+///   wait, and never wait more than about half a millisecond.
 /// - `queue[batch N]` moves the queue's messages N at a time (see
 ///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
-///   it combines with a capacity: `queue[4096, batch 256]`.
+///   it combines with a capacity: `queue[4096, batch 256]`. `batch 1`
+///   turns batching off.
 /// - `queue[by KEY]` routes the queue by key: each message goes to one
 ///   replica of the queue's reader, the one that the hash of
 ///   `KEY(&message)` picks, so a stateful reader (a merger of counts, a

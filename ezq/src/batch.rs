@@ -680,9 +680,17 @@ mod tests {
         );
         put(&block, &tx, 2);
         put(&block, &tx, 3);
-        assert_eq!(data(rx.try_recv()), [2], "the queue was empty at 2, not at 3");
+        assert_eq!(
+            data(rx.try_recv()),
+            [2],
+            "the queue was empty at 2, not at 3"
+        );
         put(&block, &tx, 4);
-        assert_eq!(data(rx.try_recv()), [3, 4], "what waited leaves with the next");
+        assert_eq!(
+            data(rx.try_recv()),
+            [3, 4],
+            "what waited leaves with the next"
+        );
         waiting.waiting.fetch_sub(1, Ordering::SeqCst);
         put(&block, &tx, 5);
         assert!(rx.try_recv().is_none(), "no reader waits: the block fills");

@@ -226,7 +226,11 @@ struct Reader<T> {
 }
 
 impl<T> Reader<T> {
-    fn new(rx: Rx<T>, counters: &Arc<QueueCounters>, waiting: Option<&Arc<WaitingReaders>>) -> Self {
+    fn new(
+        rx: Rx<T>,
+        counters: &Arc<QueueCounters>,
+        waiting: Option<&Arc<WaitingReaders>>,
+    ) -> Self {
         let shared = QueueShared::new(Arc::clone(counters), waiting.cloned());
         Reader { rx, shared }
     }
@@ -657,6 +661,16 @@ impl<'env> Graph<'env> {
     }
 
     /// Adds a queue with the [default capacity](Capacity::Default).
+    ///
+    /// Between workers (and from a source to workers), such a queue is
+    /// batched adaptively: a producer's messages leave in blocks of up to
+    /// [`ADAPTIVE_BLOCK`] while the readers are busy, at once while a
+    /// reader waits with nothing to read, and within about half a
+    /// millisecond in any case (the pipeline's flusher sends a block that
+    /// waited, whatever its producer is doing). A queue with a capacity of
+    /// its own ([`Capacity::Bounded`]) holds exactly that many messages and
+    /// is not batched; [`batched_queue`](Graph::batched_queue) with a block
+    /// of 1 is never batched.
     pub fn queue<T: Send + 'static>(&mut self, name: &str) -> QueueRef<T> {
         self.queue_with(name, Capacity::Default)
     }
@@ -673,13 +687,18 @@ impl<'env> Graph<'env> {
     /// the capacity still counts messages, and the queue holds
     /// `capacity / block` blocks (at least one). Leave room for several
     /// blocks: [`Capacity::Default`] gives at least [`DEFAULT_BLOCKS`].
+    /// A `block` of 1 (or 0) turns batching off: each message is sent as
+    /// it is put.
     pub fn batched_queue<T: Send + 'static>(
         &mut self,
         name: &str,
         capacity: Capacity,
         block: usize,
     ) -> QueueRef<T> {
-        self.add_queue(name, capacity, Some(block.max(1)))
+        let queue = self.add_queue(name, capacity, (block > 1).then_some(block));
+        // A block of one: sent as it is put, not batched at all.
+        self.queues[queue.index].adaptive = false;
+        queue
     }
 
     /// Adds a keyed queue: each message goes to one replica of the

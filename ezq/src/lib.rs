@@ -115,12 +115,24 @@
 //!
 //! ## 4. Batching
 //!
-//! A channel hand-off costs more than most per-message work. A batched
-//! queue, `q[batch 256]` in [`pipeline!`] or [`Graph::batched_queue`],
-//! moves messages in blocks while workers still put and read them one by
-//! one. A block leaves when it is full, when its producer is about to wait
-//! for input, and at END, so an idle pipeline never holds a message back.
-//! By default a batched queue has room for [`DEFAULT_BLOCKS`](graph::DEFAULT_BLOCKS) blocks.
+//! A channel hand-off costs more than most per-message work, so a queue
+//! that workers read is batched by default: its messages travel in blocks
+//! while workers still put and read them one by one. A block leaves when
+//! it is full ([`ADAPTIVE_BLOCK`](graph::ADAPTIVE_BLOCK) messages), at once
+//! when a reader waits with nothing to read (so blocks shrink to one
+//! message while the readers keep up), when its producer is about to wait
+//! for input, at END, and in any case within about half a millisecond: the
+//! pipeline's flusher sends a block that waited, even while its producer
+//! computes or waits on something outside the pipeline. No option is
+//! needed; `q[64]` (a capacity of its own, kept to the message) and
+//! `q[batch 1]` turn it off, and sinks, which the caller reads, are not
+//! batched.
+//!
+//! `q[batch 256]` in [`pipeline!`] (or [`Graph::batched_queue`]) fixes the
+//! block size instead: a worker's block then leaves only when full, when
+//! the worker waits for input and at END (its `put` takes no lock), so an
+//! idle pipeline never holds a message back but a busy worker may. By
+//! default a batched queue has room for [`DEFAULT_BLOCKS`](graph::DEFAULT_BLOCKS) blocks.
 //!
 //! A source can be fed from any thread, so its `put` into a batched queue
 //! takes a lock per message; to feed it from one thread without that lock,

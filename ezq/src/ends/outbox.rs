@@ -196,7 +196,9 @@ impl<T: Send + 'static> Outbox<T> {
             },
             // Sent holding the block: no flush can overtake it.
             Some(Block::Shared(batch)) => {
-                return batch.push(msg, |item| self.send_item(item)).unwrap_or(Ok(()));
+                return batch
+                    .push(msg, |item| self.send_item(item))
+                    .unwrap_or(Ok(()));
             }
         };
         self.send_item(item)

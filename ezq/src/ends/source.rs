@@ -140,9 +140,7 @@ impl<T: Send + 'static> SourceEnd<T> {
                 self.count_unbatched();
                 self.tx.send(Item::Msg(msg))
             }
-            Some(batch) => {
-                batch.push(msg, |item| self.tx.send(item)).unwrap_or(Ok(()))
-            }
+            Some(batch) => batch.push(msg, |item| self.tx.send(item)).unwrap_or(Ok(())),
         };
         match sent {
             Ok(()) => Ok(()),
