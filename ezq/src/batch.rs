@@ -38,6 +38,13 @@ thread_local! {
 /// A batch of messages not yet sent.
 pub(crate) trait Flush {
     fn flush(&self);
+    /// Flushes unless another thread holds the batch or the queue is
+    /// full: this thread is about to wait, and the holder, or the readers,
+    /// may be waiting for what this thread's wait makes. What is left, the
+    /// flusher sends.
+    fn flush_if_free(&self) {
+        self.flush();
+    }
     /// The queue it goes to (see `QueueCounters::id`).
     fn queue_id(&self) -> usize;
 }
@@ -64,7 +71,9 @@ impl Unsent {
     fn flush(&self, queue: Option<usize>) {
         let wanted = |b: &dyn Flush| queue.is_none_or(|q| b.queue_id() == q);
         match self {
-            Unsent::Shared(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
+            Unsent::Shared(batch) => (batch.upgrade())
+                .filter(|b| wanted(&**b))
+                .map(|b| b.flush_if_free()),
             Unsent::Local(batch) => batch.upgrade().filter(|b| wanted(&**b)).map(|b| b.flush()),
         };
     }
@@ -157,12 +166,15 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_micros(250);
 /// sleeps until a producer starts a block.
 const IDLE_LOOKS: u32 = 8;
 
+/// A block the [`Flusher`] looks after, and what it saw at its last look.
+type Watched = (Weak<dyn Stale>, (u64, bool));
+
 /// The shared blocks of one running pipeline, which its [`Flusher`] looks
 /// after. Each block registers as it is made (a source's at start, an
 /// outbox's when its worker opens it); the thread starts with the first.
 #[derive(Default)]
 pub(crate) struct FlushList {
-    blocks: Mutex<Vec<(Weak<dyn Stale>, (u64, bool))>>,
+    blocks: Mutex<Vec<Watched>>,
     /// The flusher found nothing to send for a while and sleeps until a
     /// producer starts a block ([`block_started`](Self::block_started)).
     asleep: AtomicBool,
@@ -185,7 +197,11 @@ impl FlushList {
             let list = Arc::clone(self);
             let spawned = thread::Builder::new()
                 .name("ezq-flusher".into())
-                .spawn(move || list.run())
+                .spawn(move || {
+                    // Known before the first look: a wake may come at once.
+                    let _ = list.thread.set(thread::current());
+                    list.run();
+                })
                 .expect("ezq: the operating system refused to start a thread");
             let _ = self.thread.set(spawned.thread().clone());
             *handle = Some(spawned);
@@ -546,9 +562,16 @@ impl<T: Send + 'static> SharedBlock<T> {
     }
 
     /// Takes out what waits for the block to fill, unsent (after a
-    /// cancel); returns how many messages that was.
-    pub(crate) fn take_unsent(&self) -> u64 {
-        std::mem::take(&mut *lock(&self.unsent)).len() as u64
+    /// cancel); returns how many messages that was, or `None` if a put
+    /// holds the block now (it may wait for room: look again later).
+    pub(crate) fn try_take_unsent(&self) -> Option<u64> {
+        let mut unsent = self.unsent.try_lock().ok()?;
+        Some(std::mem::take(&mut *unsent).len() as u64)
+    }
+
+    /// Whether the block belongs to a queue batched by default.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.target.readers.is_some()
     }
 
     /// Where its blocks go: a [`LocalBlock`] beside it sends to the same
@@ -573,6 +596,22 @@ impl<T> Flush for SharedBlock<T> {
 
     fn queue_id(&self) -> usize {
         self.target.queue_id()
+    }
+
+    fn flush_if_free(&self) {
+        let Ok(mut unsent) = self.unsent.try_lock() else {
+            return;
+        };
+        if unsent.is_empty() {
+            return;
+        }
+        let rest = std::mem::take(&mut *unsent);
+        match self.target.try_send_rest(rest) {
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(rest) => *unsent = rest,
+        }
     }
 }
 

@@ -284,11 +284,7 @@ impl Channels {
     /// The handle's end of a sink queue (one that no worker consumes).
     pub fn sink<T: Send + 'static>(&self, queue: QueueRef<T>) -> Sink<T> {
         let channel = self.channel(queue);
-        Sink::new(
-            channel.reader(0).rx.clone(),
-            Arc::clone(&channel.counters),
-            channel.waiting.clone(),
-        )
+        Sink::new(channel.reader(0).rx.clone(), Arc::clone(&channel.counters))
     }
 }
 
@@ -479,7 +475,14 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
     };
     let waiting = (adaptive && block.is_some()).then(WaitingReaders::new);
     // A batched queue holds blocks: its capacity in messages, in blocks.
-    let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
+    // One batched by default often sends a message or a few at a time: it
+    // holds a quarter of its capacity in hand-offs, so that a slow
+    // producer still has room for that many messages (and a fast one for
+    // up to `ADAPTIVE_BLOCK / DEFAULT_BLOCKS` times its capacity).
+    let slots = match waiting {
+        Some(_) => messages.map(|n| (n / DEFAULT_BLOCKS).max(1)),
+        None => messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1)),
+    };
     let route = (spec.route).and_then(|r| r.downcast_ref::<Route<T>>());
     let (tx, rxs, counters) = match route {
         None => {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::Msg;
-use crate::batch::{self, WaitingReaders};
+use crate::batch;
 use crate::stats::QueueCounters;
 use crate::sync::lock;
 use crate::transport::{Item, Rx};
@@ -22,8 +22,6 @@ pub struct Sink<T> {
     block: Mutex<std::vec::IntoIter<Msg<T>>>,
     queue: Arc<QueueCounters>,
     ended: AtomicBool,
-    /// On a queue batched by default, where a waiting reader says so.
-    waiting: Option<Arc<WaitingReaders>>,
 }
 
 impl<T> fmt::Debug for Sink<T> {
@@ -33,17 +31,12 @@ impl<T> fmt::Debug for Sink<T> {
 }
 
 impl<T> Sink<T> {
-    pub(crate) fn new(
-        rx: Rx<T>,
-        queue: Arc<QueueCounters>,
-        waiting: Option<Arc<WaitingReaders>>,
-    ) -> Self {
+    pub(crate) fn new(rx: Rx<T>, queue: Arc<QueueCounters>) -> Self {
         Sink {
             rx,
             block: Mutex::new(Vec::new().into_iter()),
             queue,
             ended: AtomicBool::new(false),
-            waiting,
         }
     }
 
@@ -55,10 +48,7 @@ impl<T> Sink<T> {
                 // This thread may hold batched source messages that the
                 // pipeline needs in order to produce what it waits for.
                 batch::flush_unsent();
-                Some(match &self.waiting {
-                    Some(waiting) => waiting.poll_then_wait(|| rx.try_recv(), || rx.recv()),
-                    None => rx.recv(),
-                })
+                Some(rx.recv())
             })
         })
     }

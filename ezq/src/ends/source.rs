@@ -226,7 +226,12 @@ impl<T: Send + 'static> SourceEnd<T> {
         // source's block will never be sent: it is lost, and counted.
         self.add_owner_count();
         if let (true, Some(batch)) = (self.control.is_cancelled(), &self.batch) {
-            self.queue.add_lost(batch.take_unsent());
+            match batch.try_take_unsent() {
+                Some(unsent) => self.queue.add_lost(unsent),
+                // A put holds the block, waiting for room that the
+                // cancelled readers free as they leave: not done yet.
+                None => return false,
+            }
         }
         sent
     }
@@ -357,7 +362,7 @@ impl<T: Send + 'static> SourceControl for SourceEnd<T> {
 /// Into a batched queue, messages are sent a block at a time: when the
 /// block is full, when the thread that put them reads a [`Sink`](crate::Sink)
 /// or waits for an inbox, at [`flush`](Source::flush), at the end, and when
-/// it has waited about 2 ms (the thread that put them may be waiting on
+/// it has waited about half a millisecond (the thread that put them may be waiting on
 /// something outside the pipeline). Any thread may put, flush or end, so
 /// each `put` into a batched queue takes a lock; a
 /// [`writer`](Source::writer) feeds it from one thread without one.

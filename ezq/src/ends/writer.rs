@@ -87,7 +87,9 @@ impl<'a, T: Send + 'static> SourceWriter<'a, T> {
     fn new(source: &'a Source<T>, end: &Arc<SourceEnd<T>>) -> Self {
         end.register_if_needed();
         let thread = thread_number();
-        let local = end.batch().map(|shared| {
+        // On a queue batched by default, the writer puts as the source
+        // does: its block must stay in reach of the pipeline's flusher.
+        let local = end.batch().filter(|b| !b.is_adaptive()).map(|shared| {
             end.writer_opened(thread);
             // Sends where the source's own block goes, counted the same.
             LocalBlock::new(shared.target().clone())
