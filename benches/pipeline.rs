@@ -14,6 +14,8 @@
 //!
 //! - `quick`: N = 10^5 only, one repetition, a smoke test of every path.
 //! - `reps=K`: exactly K repetitions instead of as many as fit the budget.
+//! - `cell TOPOLOGY N W [reps=K]`: one cell, hand-written `Msg` against
+//!   `pipeline!` only.
 //! - `python-compare N`: the `sum` topology at N messages with
 //!   `num_cpus()` workers, for `benches/compare-python.sh`.
 //! - `child TOPOLOGY VARIANT N W`: one run, then `vmhwm_kib=..` on stdout.
@@ -1770,6 +1772,37 @@ fn python_compare(args: &[String]) {
     }
 }
 
+/// `cell TOPOLOGY N W [reps=K]`: one cell of the matrix, the hand-written
+/// `Msg` version and `pipeline!` only, interleaved; medians in ns/msg.
+fn one_cell(args: &[String]) {
+    let usage = "usage: cell sum|collatz N W [reps=K]";
+    let topology = args.first().and_then(|a| Topology::parse(a)).expect(usage);
+    let n: u64 = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+    let w: usize = args.get(2).and_then(|a| a.parse().ok()).expect(usage);
+    let reps = (args.iter())
+        .find_map(|a| a.strip_prefix("reps=")?.parse().ok())
+        .unwrap_or(7);
+    let variants = [find_variant("crossbeam-msg"), find_variant("pipeline")];
+    let mut ns = vec![Vec::new(); variants.len()];
+    for rep in 0..reps {
+        for k in 0..variants.len() {
+            let i = (k + rep) % variants.len();
+            let elapsed = topology.run(variants[i], n, w);
+            ns[i].push(elapsed.as_nanos() as f64 / n as f64);
+        }
+    }
+    for (v, ns) in variants.iter().zip(&ns) {
+        let (lo, hi) = min_max(ns);
+        println!(
+            "{} {} W={w} {:<14} {:>6.1} ns/msg ({lo:.1}..{hi:.1})",
+            topology.name(),
+            fmt_n(n),
+            v.name,
+            median(ns)
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -1779,6 +1812,7 @@ fn main() {
         Some("child") => child(&args[1..]),
         Some("matrix") => matrix_child(&args[1..]),
         Some("python-compare") => python_compare(&args[1..]),
+        Some("cell") => one_cell(&args[1..]),
         Some("keyed") => keyed_section(args.iter().any(|a| a == "quick")),
         _ => {
             let quick = args.iter().any(|a| a == "quick");

@@ -171,8 +171,9 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   grown by itself for messages over 4 KiB.
 /// - Without options, a queue that workers read is batched adaptively
 ///   (see [`Graph::queue`](../ezq/struct.Graph.html#method.queue)): blocks
-///   grow while its readers are busy, shrink to one message while they
-///   wait, and never wait more than about half a millisecond.
+///   grow while its readers are busy, leave with what they hold when a
+///   reader runs out of messages, and never wait more than about half a
+///   millisecond.
 /// - `queue[batch N]` moves the queue's messages N at a time (see
 ///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
 ///   it combines with a capacity: `queue[4096, batch 256]`. `batch 1`

@@ -12,10 +12,11 @@
 //! project's benchmark machine that lock was most of the cost of a put.
 //!
 //! Adaptive batching (every local queue between workers, with no option
-//! given): a block is sent when it is full, and also as soon as a reader of
-//! the queue waits with nothing to read ([`WaitingReaders`]): then the block
-//! leaves with whatever it holds, often one message. So blocks grow while
-//! the readers are busy and shrink to one message while they wait.
+//! given): a block is sent when it is full; a reader of the queue that
+//! runs out of messages sends what the producers' blocks hold before it
+//! waits, and a producer that puts while every reader waits sends its block
+//! at once, often one message ([`WaitingReaders`]). So blocks grow while
+//! the readers are busy and shrink to what a waiting reader finds.
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -293,13 +294,20 @@ impl Drop for Flusher {
     }
 }
 
-/// How many readers of a queue batched by default wait for a message right
-/// now. A producer that sees one waiting, with nothing in the queue, sends
-/// what its block holds at once, so a lone message is not held back while
-/// the queue's readers are idle.
+/// The readers of a queue batched by default, and its producers' blocks.
+///
+/// A reader about to wait with nothing to read first sends what the
+/// producers' blocks hold (those no other thread holds right now), so an
+/// idle reader takes a partial block instead of waiting for it to fill.
+/// A producer that puts while every reader waits, with nothing in the
+/// queue, sends its block at once: no reader would come for it.
 #[derive(Default)]
 pub(crate) struct WaitingReaders {
+    /// Readers waiting now.
     waiting: AtomicUsize,
+    /// Readers open on the queue.
+    open: AtomicUsize,
+    producers: Mutex<Vec<Weak<dyn Flush + Send + Sync>>>,
 }
 
 /// Polls before a reader says it waits: a producer that keeps up fills a
@@ -311,13 +319,32 @@ impl WaitingReaders {
         Arc::default()
     }
 
-    /// Whether a reader waits.
+    /// Whether every reader waits.
     #[inline]
-    fn any(&self) -> bool {
-        self.waiting.load(Ordering::Relaxed) > 0
+    fn all_wait(&self) -> bool {
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        waiting > 0 && waiting >= self.open.load(Ordering::Relaxed)
     }
 
-    /// Waits with `wait`, counted as a waiting reader meanwhile.
+    /// A reader opens on the queue.
+    pub(crate) fn reader_opened(&self) {
+        self.open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A reader closes.
+    pub(crate) fn reader_closed(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A producer's block, which waiting readers send.
+    fn add_producer(&self, block: Weak<dyn Flush + Send + Sync>) {
+        let mut producers = lock(&self.producers);
+        producers.retain(|b| b.strong_count() > 0);
+        producers.push(block);
+    }
+
+    /// Waits with `wait`, counted as a waiting reader meanwhile, after
+    /// sending what the producers' blocks hold.
     pub(crate) fn wait<R>(&self, wait: impl FnOnce() -> R) -> R {
         struct Waiting<'a>(&'a AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -327,6 +354,15 @@ impl WaitingReaders {
         }
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
+        // Counted as waiting first: a producer that puts after this look
+        // sees it (under its block's lock, which the look takes too).
+        let producers: Vec<_> = lock(&self.producers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for block in producers {
+            block.flush_if_free();
+        }
         wait()
     }
 
@@ -397,7 +433,7 @@ impl<T> BlockTarget<T> {
     #[inline]
     fn leave_early(&self, unsent: &mut Vec<Msg<T>>) -> Option<Item<T>> {
         let readers = self.readers.as_deref()?;
-        if !readers.any() || self.tx.len() > 0 || unsent.is_empty() {
+        if !readers.all_wait() || self.tx.len() > 0 || unsent.is_empty() {
             return None;
         }
         self.count(unsent.len());
@@ -528,6 +564,10 @@ impl<T: Send + 'static> SharedBlock<T> {
         });
         let weak: Weak<dyn Stale> = Arc::<Self>::downgrade(&block);
         flusher.register(weak);
+        if let Some(readers) = &block.target.readers {
+            let weak: Weak<dyn Flush + Send + Sync> = Arc::<Self>::downgrade(&block);
+            readers.add_producer(weak);
+        }
         block
     }
 
@@ -733,6 +773,30 @@ mod tests {
         waiting.waiting.fetch_sub(1, Ordering::SeqCst);
         put(&block, &tx, 5);
         assert!(rx.try_recv().is_none(), "no reader waits: the block fills");
+        flusher.stop();
+    }
+
+    #[test]
+    fn a_block_waits_while_one_reader_is_busy_and_the_waiting_one_takes_it() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let readers = WaitingReaders::new();
+        let (block, tx, rx) = block(Some(Arc::clone(&readers)), &list);
+        readers.reader_opened();
+        readers.reader_opened();
+        readers.waiting.fetch_add(1, Ordering::SeqCst);
+        put(&block, &tx, 1);
+        put(&block, &tx, 2);
+        assert!(rx.try_recv().is_none(), "one reader is busy: it will come");
+        readers.waiting.fetch_sub(1, Ordering::SeqCst);
+        // A reader about to wait sends what the block holds, then waits.
+        let item = readers.wait(|| rx.try_recv());
+        assert_eq!(data(item), [1, 2]);
+        assert_eq!(
+            readers.waiting.load(Ordering::SeqCst),
+            0,
+            "no longer waiting"
+        );
         flusher.stop();
     }
 

@@ -61,9 +61,10 @@ pub const DEFAULT_BLOCKS: usize = 4;
 
 /// The most messages in a block of a queue batched by default (a local
 /// queue between workers, or from a source to workers, given no `batch`,
-/// no route and no capacity of its own): its blocks leave when full, or
-/// with whatever they hold as soon as a reader waits with nothing to read,
-/// or when they waited about half a millisecond. Fewer if the queue holds
+/// no route and no capacity of its own): its blocks leave when full, with
+/// whatever they hold when a reader runs out of messages (the reader sends
+/// them) or while every reader waits, or when they waited about half a
+/// millisecond. Fewer if the queue holds
 /// few messages: a quarter of them, and no batching below two.
 pub const ADAPTIVE_BLOCK: usize = 64;
 
@@ -667,8 +668,8 @@ impl<'env> Graph<'env> {
     ///
     /// Between workers (and from a source to workers), such a queue is
     /// batched adaptively: a producer's messages leave in blocks of up to
-    /// [`ADAPTIVE_BLOCK`] while the readers are busy, at once while a
-    /// reader waits with nothing to read, and within about half a
+    /// [`ADAPTIVE_BLOCK`] while the readers are busy, with whatever they
+    /// hold when a reader runs out of messages, and within about half a
     /// millisecond in any case (the pipeline's flusher sends a block that
     /// waited, whatever its producer is doing). A queue with a capacity of
     /// its own ([`Capacity::Bounded`]) holds exactly that many messages and
