@@ -14,8 +14,9 @@
 //! Adaptive batching (every local queue between workers, with no option
 //! given): a block is sent when it is full; a reader of the queue that
 //! runs out of messages sends what the producers' blocks hold before it
-//! waits, and a producer that puts while every reader waits sends its block
-//! at once, often one message ([`WaitingReaders`]). So blocks grow while
+//! waits, and a producer that puts while a reader waits and nothing is
+//! queued sends its block at once, often one message (once per block, or
+//! every time if every reader waits: [`WaitingReaders`]). So blocks grow while
 //! the readers are busy and shrink to what a waiting reader finds.
 
 use std::cell::RefCell;
@@ -61,6 +62,15 @@ pub(crate) enum Unsent {
 }
 
 impl Unsent {
+    /// Whether both name the same batch.
+    fn same(&self, other: &Unsent) -> bool {
+        match (self, other) {
+            (Unsent::Shared(a), Unsent::Shared(b)) => Weak::ptr_eq(a, b),
+            (Unsent::Local(a), Unsent::Local(b)) => rc::Weak::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     fn is_gone(&self) -> bool {
         match self {
             Unsent::Shared(batch) => batch.strong_count() == 0,
@@ -85,7 +95,11 @@ pub(crate) fn remember_unsent(batch: Unsent) {
     UNSENT.with(|u| {
         let mut unsent = u.borrow_mut();
         unsent.retain(|b| !b.is_gone());
-        unsent.push(batch);
+        // Threads that take turns putting into one source would each add
+        // it again at every turn.
+        if !unsent.iter().any(|b| b.same(&batch)) {
+            unsent.push(batch);
+        }
     });
 }
 
@@ -134,7 +148,10 @@ impl<T: Send> Stale for SharedBlock<T> {
         };
         let sent = self.sent.load(Ordering::Relaxed);
         let waiting = !unsent.is_empty();
-        if waiting && *seen == (sent, true) {
+        // A reader of the queue waits (another may be busy): it need not
+        // wait another look.
+        let reader_waits = (self.target.readers.as_deref()).is_some_and(|r| r.any_waits());
+        if waiting && (*seen == (sent, true) || reader_waits) {
             let rest = std::mem::take(&mut *unsent);
             // A routed queue runs the user's code here (a key function, a
             // broadcast's `Clone`): a panic in it must neither kill this
@@ -299,8 +316,8 @@ impl Drop for Flusher {
 /// A reader about to wait with nothing to read first sends what the
 /// producers' blocks hold (those no other thread holds right now), so an
 /// idle reader takes a partial block instead of waiting for it to fill.
-/// A producer that puts while every reader waits, with nothing in the
-/// queue, sends its block at once: no reader would come for it.
+/// A producer that starts a block while a reader waits, or puts while
+/// every reader waits, with nothing in the queue, sends its block at once.
 #[derive(Default)]
 pub(crate) struct WaitingReaders {
     /// Readers waiting now.
@@ -317,6 +334,12 @@ const SPINS: u32 = 10;
 impl WaitingReaders {
     pub(crate) fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// Whether a reader waits.
+    #[inline]
+    fn any_waits(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Whether every reader waits.
@@ -427,13 +450,21 @@ impl<T> BlockTarget<T> {
         self
     }
 
-    /// A reader waits with nothing to read: what `unsent` holds leaves now,
+    /// Readers wait with nothing to read: what `unsent` holds leaves now,
     /// counted as put (a single message as itself, its block's memory kept
-    /// for the next).
+    /// for the next). That is when every reader waits (none would come
+    /// for it), or when a reader waits and this message starts the block:
+    /// once per block, so that a producer feeding more readers than there
+    /// are cores does not wake them one message at a time.
     #[inline]
     fn leave_early(&self, unsent: &mut Vec<Msg<T>>) -> Option<Item<T>> {
         let readers = self.readers.as_deref()?;
-        if !readers.all_wait() || self.tx.len() > 0 || unsent.is_empty() {
+        let wanted = match unsent.len() {
+            0 => false,
+            1 => readers.any_waits(),
+            _ => readers.all_wait(),
+        };
+        if !wanted || self.tx.len() > 0 {
             return None;
         }
         self.count(unsent.len());
@@ -787,16 +818,40 @@ mod tests {
         readers.waiting.fetch_add(1, Ordering::SeqCst);
         put(&block, &tx, 1);
         put(&block, &tx, 2);
-        assert!(rx.try_recv().is_none(), "one reader is busy: it will come");
+        put(&block, &tx, 3);
+        assert_eq!(
+            data(rx.try_recv()),
+            [1],
+            "a reader waits: a new block leaves"
+        );
+        assert!(
+            rx.try_recv().is_none(),
+            "the queue held 1 meanwhile, and the other reader is busy: it will come"
+        );
         readers.waiting.fetch_sub(1, Ordering::SeqCst);
         // A reader about to wait sends what the block holds, then waits.
         let item = readers.wait(|| rx.try_recv());
-        assert_eq!(data(item), [1, 2]);
+        assert_eq!(data(item), [2, 3]);
         assert_eq!(
             readers.waiting.load(Ordering::SeqCst),
             0,
             "no longer waiting"
         );
+        flusher.stop();
+    }
+
+    #[test]
+    fn a_thread_remembers_a_block_once_however_often_it_takes_it_back() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let (block, tx, _rx) = block(None, &list);
+        let before = UNSENT.with(|u| u.borrow().len());
+        for x in 0..3 {
+            put(&block, &tx, x);
+            // Another thread put since: the next put here takes it back.
+            block.owner.store(u64::MAX, Ordering::Relaxed);
+        }
+        assert_eq!(UNSENT.with(|u| u.borrow().len()), before + 1);
         flusher.stop();
     }
 

@@ -63,7 +63,8 @@ pub const DEFAULT_BLOCKS: usize = 4;
 /// queue between workers, or from a source to workers, given no `batch`,
 /// no route and no capacity of its own): its blocks leave when full, with
 /// whatever they hold when a reader runs out of messages (the reader sends
-/// them) or while every reader waits, or when they waited about half a
+/// them) or as soon as a reader waits with nothing queued (once per
+/// block; every time while every reader waits), or when they waited about half a
 /// millisecond. Fewer if the queue holds
 /// few messages: a quarter of them, and no batching below two.
 pub const ADAPTIVE_BLOCK: usize = 64;

@@ -121,7 +121,8 @@
 //! it is full ([`ADAPTIVE_BLOCK`](graph::ADAPTIVE_BLOCK) messages), with
 //! whatever it holds when a reader runs out of messages (the reader sends
 //! it before it waits; so blocks shrink to a message or a few while the
-//! readers keep up), at once while every reader waits, when its producer is about to wait
+//! readers keep up), at once when a reader waits with nothing queued,
+//! when its producer is about to wait
 //! for input, at END, and in any case within about half a millisecond: the
 //! pipeline's flusher sends a block that waited, even while its producer
 //! computes or waits on something outside the pipeline. No option is

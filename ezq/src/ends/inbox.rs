@@ -140,7 +140,8 @@ impl<T> Inbox<T> {
             batch::flush_unsent();
             let wait = || self.rx.recv_deadline(deadline);
             let item = match &self.queue.waiting {
-                Some(waiting) => waiting.wait(wait),
+                // Only a reader with nothing to read sends partial blocks.
+                Some(waiting) => self.rx.try_recv().or_else(|| waiting.wait(wait)),
                 None => wait(),
             };
             let Some(item) = item else {
@@ -288,6 +289,7 @@ impl<T> Inbox<T> {
         Merge {
             left: self,
             right: other,
+            right_first: false,
         }
     }
 }
@@ -341,6 +343,9 @@ pub enum Either<A, B> {
 pub struct Merge<T, U> {
     left: Inbox<T>,
     right: Inbox<U>,
+    /// Which inbox a look tries first: they take turns, so that a busy
+    /// one cannot starve the other.
+    right_first: bool,
 }
 
 impl<T, U> Iterator for Merge<T, U> {
@@ -361,13 +366,23 @@ impl<T, U> Iterator for Merge<T, U> {
                 (false, false) => {}
             }
             batch::flush_unsent();
-            // Waiting on both: each queue's producers learn of it.
+            // Waiting on both: each queue's producers learn of it (only
+            // once neither has anything to read).
             let both = || select(&self.left.rx, &self.right.rx);
-            let selected = match (&self.left.queue.waiting, &self.right.queue.waiting) {
-                (Some(left), Some(right)) => left.wait(|| right.wait(both)),
-                (Some(left), None) => left.wait(both),
-                (None, Some(right)) => right.wait(both),
-                (None, None) => both(),
+            self.right_first = !self.right_first;
+            let left = || self.left.rx.try_recv().map(Selected::Left);
+            let right = || self.right.rx.try_recv().map(Selected::Right);
+            let ready = match self.right_first {
+                true => right().or_else(left),
+                false => left().or_else(right),
+            };
+            let waiting = (&self.left.queue.waiting, &self.right.queue.waiting);
+            let selected = match (ready, waiting) {
+                (Some(ready), _) => ready,
+                (None, (Some(left), Some(right))) => left.wait(|| right.wait(both)),
+                (None, (Some(left), None)) => left.wait(both),
+                (None, (None, Some(right))) => right.wait(both),
+                (None, (None, None)) => both(),
             };
             match selected {
                 Selected::Left(item) => {
