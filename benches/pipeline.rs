@@ -14,6 +14,7 @@
 //!
 //! - `quick`: N = 10^5 only, one repetition, a smoke test of every path.
 //! - `reps=K`: exactly K repetitions instead of as many as fit the budget.
+//! - `latency`: only the latency and held-back sections.
 //! - `cell TOPOLOGY N W [reps=K]`: one cell, hand-written `Msg` against
 //!   `pipeline!` only.
 //! - `python-compare N`: the `sum` topology at N messages with
@@ -1631,6 +1632,39 @@ fn run_matrix_processes(quick: bool, fixed_reps: Option<usize>) -> (Vec<Cell>, u
     (cells, reps, reduced)
 }
 
+/// Prints the latency section: `rounds` round trips per chain, back to
+/// back and after idleness.
+fn latency_section(rounds: u64) {
+    println!(
+        "latency: one message through source -> a -> q1 -> b -> q2 -> c -> sink (3 map stages, +1 each), put, wait at the sink, repeat;"
+    );
+    println!(
+        "{rounds} round trips per variant in 10 alternating blocks, only one chain alive at a time"
+    );
+    println!(
+        "{:<20} {:<18} {:>10} {:>10} {:>10}",
+        "when", "variant", "p50 us", "p99 us", "max us"
+    );
+    for pause in [Duration::ZERO, Duration::from_micros(200)] {
+        let lat = measure_latency(rounds, pause);
+        for (name, mut samples) in [
+            ("crossbeam (hand)", lat.crossbeam),
+            ("pipeline", lat.pipeline),
+            ("pipeline-batch", lat.pipeline_batch),
+        ] {
+            samples.sort();
+            println!(
+                "{:<20} {:<18} {:>10.1} {:>10.1} {:>10.1}",
+                lat.label,
+                name,
+                percentile(&samples, 0.50).as_secs_f64() * 1e6,
+                percentile(&samples, 0.99).as_secs_f64() * 1e6,
+                samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+            );
+        }
+    }
+}
+
 fn full_bench(quick: bool, fixed_reps: Option<usize>) {
     let wall = Instant::now();
     let (mut cells, reps, reduced) = run_matrix_processes(quick, fixed_reps);
@@ -1671,35 +1705,7 @@ fn full_bench(quick: bool, fixed_reps: Option<usize>) {
     print_table(&cells);
 
     // Latency.
-    let rounds = if quick { 1_000 } else { 10_000 };
-    println!(
-        "latency: one message through source -> a -> q1 -> b -> q2 -> c -> sink (3 map stages, +1 each), put, wait at the sink, repeat;"
-    );
-    println!(
-        "{rounds} round trips per variant in 10 alternating blocks, only one chain alive at a time"
-    );
-    println!(
-        "{:<20} {:<18} {:>10} {:>10} {:>10}",
-        "when", "variant", "p50 us", "p99 us", "max us"
-    );
-    for pause in [Duration::ZERO, Duration::from_micros(200)] {
-        let lat = measure_latency(rounds, pause);
-        for (name, mut samples) in [
-            ("crossbeam (hand)", lat.crossbeam),
-            ("pipeline", lat.pipeline),
-            ("pipeline-batch", lat.pipeline_batch),
-        ] {
-            samples.sort();
-            println!(
-                "{:<20} {:<18} {:>10.1} {:>10.1} {:>10.1}",
-                lat.label,
-                name,
-                percentile(&samples, 0.50).as_secs_f64() * 1e6,
-                percentile(&samples, 0.99).as_secs_f64() * 1e6,
-                samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
-            );
-        }
-    }
+    latency_section(if quick { 1_000 } else { 10_000 });
     eprintln!(
         "[bench] latency done at {:.0} s",
         wall.elapsed().as_secs_f64()
@@ -1813,6 +1819,10 @@ fn main() {
         Some("matrix") => matrix_child(&args[1..]),
         Some("python-compare") => python_compare(&args[1..]),
         Some("cell") => one_cell(&args[1..]),
+        Some("latency") => {
+            latency_section(10_000);
+            held_back_section(false);
+        }
         Some("keyed") => keyed_section(args.iter().any(|a| a == "quick")),
         _ => {
             let quick = args.iter().any(|a| a == "quick");

@@ -379,6 +379,12 @@ impl WaitingReaders {
         let _waiting = Waiting(&self.waiting);
         // Counted as waiting first: a producer that puts after this look
         // sees it (under its block's lock, which the look takes too).
+        self.flush_producers();
+        wait()
+    }
+
+    /// Sends what the producers' blocks hold, those no other thread holds.
+    fn flush_producers(&self) {
         let producers: Vec<_> = lock(&self.producers)
             .iter()
             .filter_map(Weak::upgrade)
@@ -386,7 +392,6 @@ impl WaitingReaders {
         for block in producers {
             block.flush_if_free();
         }
-        wait()
     }
 
     /// Polls with `poll` a few times, backing off, then waits with `wait`,
@@ -405,6 +410,12 @@ impl WaitingReaders {
                     std::hint::spin_loop();
                 }
             } else {
+                // Before giving the core away, which may take long: what
+                // the producers hold may be all there is.
+                self.flush_producers();
+                if let Some(found) = poll() {
+                    return found;
+                }
                 thread::yield_now();
             }
         }
@@ -621,12 +632,17 @@ impl<T: Send + 'static> SharedBlock<T> {
         let mut unsent = lock(&self.unsent);
         let item = match self.target.push(&mut unsent, msg) {
             Some(full) => Item::Batch(Box::new(full)),
-            None => {
-                if unsent.len() == 1 {
-                    self.flusher.block_started();
+            None => match self.target.leave_early(&mut unsent) {
+                Some(item) => item,
+                None => {
+                    // The message stays: the flusher must know (not
+                    // before: a message that left at once needs no wake).
+                    if unsent.len() == 1 {
+                        self.flusher.block_started();
+                    }
+                    return None;
                 }
-                self.target.leave_early(&mut unsent)?
-            }
+            },
         };
         self.sent.fetch_add(1, Ordering::Relaxed);
         Some(send(item))

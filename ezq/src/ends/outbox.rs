@@ -167,7 +167,10 @@ impl<T: Send + 'static> Outbox<T> {
     /// Like [`put`](Outbox::put), but returns the message if every reader
     /// is gone (or the pipeline was cancelled) instead of stopping the
     /// worker. A message handed back is the worker's again: it is not
-    /// counted as put.
+    /// counted as put. On a batched queue (the default between workers), a
+    /// message may wait in the outbox's block when the readers go: the put
+    /// that finds them gone hands back its own message, and what waited
+    /// with it is counted as dropped.
     #[inline(always)]
     pub fn try_put(&self, msg: impl Into<Msg<T>>) -> Result<(), Disconnected<T>> {
         self.send(msg.into())
