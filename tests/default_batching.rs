@@ -71,13 +71,14 @@ fn an_open_writer_does_not_hold_back_another_threads_end() {
     assert_eq!(n, 1);
 }
 
-/// Two threads put into one default source; the first then reads a
-/// bounded sink: its flush of the source block waits for the lock that
-/// the second holds while waiting for room.
-#[test]
-fn two_threads_feeding_one_source_while_one_reads_a_full_sink_do_not_deadlock() {
+/// Feeds N messages into a default source from a spawned thread (after
+/// one from this thread, if `this_thread_puts`) while this thread reads a
+/// sink bounded to 2. A thread that put into the source flushes its block
+/// before it waits: that flush must not wait for the lock that the other
+/// putter holds while it waits for room.
+fn feed_while_reading_a_full_sink(this_thread_puts: bool) -> u64 {
     const N: u64 = 100_000;
-    let got = within(20, || {
+    let got = within(20, move || {
         let mut g = Graph::new();
         let numbers = g.queue::<u64>("numbers");
         let out = g.queue_with::<u64>("out", Capacity::Bounded(2));
@@ -93,10 +94,13 @@ fn two_threads_feeding_one_source_while_one_reads_a_full_sink_do_not_deadlock() 
             },
         );
         let p = g.start(|c| (c.source(numbers), c.sink(out)));
-        p.0.put(0);
+        let first = u64::from(this_thread_puts);
+        if this_thread_puts {
+            p.0.put(0);
+        }
         let got = thread::scope(|s| {
             s.spawn(|| {
-                for i in 1..N {
+                for i in first..N {
                     p.0.put(i);
                 }
             });
@@ -113,48 +117,20 @@ fn two_threads_feeding_one_source_while_one_reads_a_full_sink_do_not_deadlock() 
         got
     });
     assert_eq!(got, N);
+    got
+}
+
+#[test]
+fn two_threads_feeding_one_source_while_one_reads_a_full_sink_do_not_deadlock() {
+    feed_while_reading_a_full_sink(true);
 }
 
 #[test]
 fn one_thread_feeding_a_source_while_another_reads_a_full_sink() {
-    const N: u64 = 100_000;
-    let got = within(20, || {
-        let mut g = Graph::new();
-        let numbers = g.queue::<u64>("numbers");
-        let out = g.queue_with::<u64>("out", Capacity::Bounded(2));
-        g.add(
-            "pass",
-            1,
-            (numbers,),
-            (out,),
-            |(i,): (Inbox<u64>,), (o,): (Outbox<u64>,)| {
-                for m in i {
-                    o.put_msg(m);
-                }
-            },
-        );
-        let p = g.start(|c| (c.source(numbers), c.sink(out)));
-        let got = thread::scope(|s| {
-            s.spawn(|| {
-                for i in 0..N {
-                    p.0.put(i);
-                }
-            });
-            thread::sleep(Duration::from_millis(100));
-            let mut got = 0;
-            while got < N {
-                p.1.recv().expect("not ended");
-                got += 1;
-            }
-            got
-        });
-        p.0.end();
-        p.join().unwrap();
-        got
-    });
-    assert_eq!(got, N);
+    feed_while_reading_a_full_sink(false);
 }
 
+/// Messages of `b` that `a_then_b` has read.
 static B_READ: AtomicUsize = AtomicUsize::new(0);
 
 #[worker]
@@ -170,8 +146,10 @@ fn a_then_b(a: Inbox<u64>, b: Inbox<u64>, out: Outbox<u64>) {
     out.put(n);
 }
 
-/// A default source (capacity 1024) fed slowly holds far fewer than 1024
-/// messages: each flusher-sent block of one message takes one of 16 slots.
+/// A worker that reads `a` to its end before `b` (the hazard that
+/// `Inbox::merge` avoids) while the caller feeds `b` slowly: a default
+/// queue sends such messages a few at a time, and still has room for 200
+/// of them (it holds a quarter of its capacity in hand-offs).
 #[test]
 fn a_slow_producer_keeps_the_slack_of_a_default_queue() {
     within(20, || {
@@ -180,23 +158,19 @@ fn a_slow_producer_keeps_the_slack_of_a_default_queue() {
             p.b.put(i);
             thread::sleep(Duration::from_millis(1));
         }
-        for q in p.stats().queues {
-            eprintln!(
-                "{} put={} taken={} hw={} cap={:?}",
-                q.name, q.put, q.taken, q.high_water, q.capacity
-            );
-        }
-        eprintln!("b read so far {}", B_READ.load(Ordering::SeqCst));
+        assert_eq!(B_READ.load(Ordering::SeqCst), 0, "b waits behind a");
         p.a.put(1);
         p.a.end();
         p.b.end();
-        let _ = p.out.iter().count();
+        let total: u64 = p.out.iter().map(|m| m.data).sum();
         p.join().unwrap();
+        assert_eq!(total, 1 + (0..200).sum::<u64>());
     });
 }
 
-/// After a cancel, `join_timeout(200 ms)` waits for a source put blocked
-/// on a full queue whose reader computes: `end_by` takes the block's lock.
+/// After a cancel, `join_timeout(200 ms)` keeps its deadline while a
+/// source put waits for room in a queue whose reader computes (the put
+/// holds the source's block: the cancel must not wait for its lock).
 #[test]
 fn join_timeout_after_a_cancel_keeps_its_deadline_while_a_put_waits() {
     let took = within(30, || {
