@@ -271,8 +271,8 @@ fn one_busy_replica_does_not_hold_back_messages_for_the_idle_one() {
         p.join().unwrap();
         let n = LAT_N.load(Ordering::SeqCst);
         assert_eq!(n, 100, "every message reached the idle replica");
-        // Bounded by the flusher (half a millisecond) in any case; the
-        // benchmark measures the typical wait. A generous bound for a
+        // Bounded by the flusher (a look every quarter millisecond) in any
+        // case; the benchmark measures the typical wait. A generous bound for a
         // loaded machine: before the rule, such messages waited for the
         // busy replica to be released, seconds later.
         let max = Duration::from_nanos(LAT_MAX.load(Ordering::SeqCst));

@@ -172,8 +172,8 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - Without options, a queue that workers read is batched adaptively
 ///   (see [`Graph::queue`](../ezq/struct.Graph.html#method.queue)): blocks
 ///   grow while its readers are busy, leave with what they hold when a
-///   reader runs out of messages, and never wait more than about half a
-///   millisecond.
+///   reader runs out of messages, and never keep a waiting reader waiting
+///   more than about a quarter of a millisecond.
 /// - `queue[batch N]` moves the queue's messages N at a time (see
 ///   [`Graph::batched_queue`](../ezq/struct.Graph.html#method.batched_queue));
 ///   it combines with a capacity: `queue[4096, batch 256]`. `batch 1`

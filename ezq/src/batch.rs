@@ -148,10 +148,17 @@ impl<T: Send> Stale for SharedBlock<T> {
         };
         let sent = self.sent.load(Ordering::Relaxed);
         let waiting = !unsent.is_empty();
-        // A reader of the queue waits (another may be busy): it need not
-        // wait another look.
-        let reader_waits = (self.target.readers.as_deref()).is_some_and(|r| r.any_waits());
-        if waiting && (*seen == (sent, true) || reader_waits) {
+        let due = match self.target.readers.as_deref() {
+            // A queue batched by default: sent for a reader that waits (at
+            // once). While every reader is busy, the block goes on filling:
+            // a reader that runs out of messages sends it itself, and a
+            // slow producer's messages travel in full blocks, so that the
+            // queue's capacity still holds as many messages.
+            Some(readers) => readers.any_waits(),
+            // Waited unsent since the last look.
+            None => *seen == (sent, true),
+        };
+        if waiting && due {
             let rest = std::mem::take(&mut *unsent);
             // A routed queue runs the user's code here (a key function, a
             // broadcast's `Clone`): a panic in it must neither kill this
@@ -868,6 +875,25 @@ mod tests {
             block.owner.store(u64::MAX, Ordering::Relaxed);
         }
         assert_eq!(UNSENT.with(|u| u.borrow().len()), before + 1);
+        flusher.stop();
+    }
+
+    #[test]
+    fn the_flusher_sends_a_default_queues_block_only_for_a_waiting_reader() {
+        let list = FlushList::new();
+        let mut flusher = Flusher::new(Arc::clone(&list));
+        let readers = WaitingReaders::new();
+        let (block, tx, rx) = block(Some(Arc::clone(&readers)), &list);
+        readers.reader_opened();
+        put(&block, &tx, 1);
+        thread::sleep(Duration::from_millis(20));
+        assert!(
+            rx.try_recv().is_none(),
+            "its reader is busy: the block fills"
+        );
+        readers.waiting.fetch_add(1, Ordering::SeqCst);
+        let item = rx.recv_deadline(Instant::now() + Duration::from_secs(5));
+        assert_eq!(data(item), [1], "sent for the reader that waits");
         flusher.stop();
     }
 

@@ -64,9 +64,10 @@ pub const DEFAULT_BLOCKS: usize = 4;
 /// no route and no capacity of its own): its blocks leave when full, with
 /// whatever they hold when a reader runs out of messages (the reader sends
 /// them) or as soon as a reader waits with nothing queued (once per
-/// block; every time while every reader waits), or when they waited about half a
-/// millisecond. Fewer if the queue holds
-/// few messages: a quarter of them, and no batching below two.
+/// block; every time while every reader waits), or when the pipeline's
+/// flusher finds a reader waiting for them (it looks every quarter of a
+/// millisecond). Fewer if the queue holds few messages: a quarter of them,
+/// and no batching below two.
 pub const ADAPTIVE_BLOCK: usize = 64;
 
 /// Messages larger than this are not batched by default: a block would
@@ -477,14 +478,7 @@ fn make_channel<T: Send + 'static>(spec: &ChannelSpec) -> Result<Box<dyn Any + S
     };
     let waiting = (adaptive && block.is_some()).then(WaitingReaders::new);
     // A batched queue holds blocks: its capacity in messages, in blocks.
-    // One batched by default often sends a message or a few at a time: it
-    // holds a quarter of its capacity in hand-offs, so that a slow
-    // producer still has room for that many messages (and a fast one for
-    // up to `ADAPTIVE_BLOCK / DEFAULT_BLOCKS` times its capacity).
-    let slots = match waiting {
-        Some(_) => messages.map(|n| (n / DEFAULT_BLOCKS).max(1)),
-        None => messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1)),
-    };
+    let slots = messages.map(|n| (n / block.unwrap_or(1).max(1)).max(1));
     let route = (spec.route).and_then(|r| r.downcast_ref::<Route<T>>());
     let (tx, rxs, counters) = match route {
         None => {
@@ -670,9 +664,9 @@ impl<'env> Graph<'env> {
     /// Between workers (and from a source to workers), such a queue is
     /// batched adaptively: a producer's messages leave in blocks of up to
     /// [`ADAPTIVE_BLOCK`] while the readers are busy, with whatever they
-    /// hold when a reader runs out of messages, and within about half a
-    /// millisecond in any case (the pipeline's flusher sends a block that
-    /// waited, whatever its producer is doing). A queue with a capacity of
+    /// hold when a reader runs out of messages, and within about a quarter
+    /// of a millisecond of a reader starting to wait for them (the
+    /// pipeline's flusher sends the block, whatever its producer is doing). A queue with a capacity of
     /// its own ([`Capacity::Bounded`]) holds exactly that many messages and
     /// is not batched; [`batched_queue`](Graph::batched_queue) with a block
     /// of 1 is never batched.

@@ -123,9 +123,12 @@
 //! it before it waits; so blocks shrink to a message or a few while the
 //! readers keep up), at once when a reader waits with nothing queued,
 //! when its producer is about to wait
-//! for input, at END, and in any case within about half a millisecond: the
-//! pipeline's flusher sends a block that waited, even while its producer
-//! computes or waits on something outside the pipeline. No option is
+//! for input, at END, and within about a quarter of a millisecond of a
+//! reader starting to wait for it: the pipeline's flusher sends it then,
+//! even while its producer computes or waits on something outside the
+//! pipeline. While every reader is busy, a block fills (a slow producer's
+//! messages still travel 64 at a time, and the queue's capacity of 1,024
+//! messages holds). No option is
 //! needed; `q[64]` (a capacity of its own, kept to the message) and
 //! `q[batch 1]` turn it off, and sinks, which the caller reads, are not
 //! batched.

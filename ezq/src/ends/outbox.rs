@@ -30,8 +30,8 @@ use crate::transport::{Item, SendError, Tx};
 /// when the outbox is dropped (the worker returns), so no message waits
 /// while its worker does. A queue between workers is batched by default
 /// (see [`ADAPTIVE_BLOCK`](crate::graph::ADAPTIVE_BLOCK)): there a block
-/// also leaves when a reader runs out of messages, and when it waited about
-/// half a millisecond while the worker computes.
+/// also leaves when a reader runs out of messages, and when a reader waits
+/// for it while the worker computes (the pipeline's flusher sends it).
 ///
 /// An outbox belongs to its worker's thread: that thread's waits flush its
 /// block, so it is not `Send`. (Clones share one block.)

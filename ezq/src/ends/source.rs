@@ -363,7 +363,8 @@ impl<T: Send + 'static> SourceControl for SourceEnd<T> {
 /// block is full, when the thread that put them reads a [`Sink`](crate::Sink)
 /// or waits for an inbox, at [`flush`](Source::flush), at the end, and when
 /// it has waited about half a millisecond (the thread that put them may be waiting on
-/// something outside the pipeline). Any thread may put, flush or end, so
+/// something outside the pipeline; on a queue batched by default, when a
+/// reader waits for it). Any thread may put, flush or end, so
 /// each `put` into a batched queue takes a lock; a
 /// [`writer`](Source::writer) feeds it from one thread without one.
 pub struct Source<T> {
