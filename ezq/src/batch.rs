@@ -183,8 +183,9 @@ impl<T: Send> Stale for SharedBlock<T> {
     }
 }
 
-/// How often the [`Flusher`] looks: a message waits at most about two of
-/// these for its block to leave.
+/// How often the [`Flusher`] looks: a message of a fixed-batch source waits
+/// at most about two of these for its block to leave; one of a queue
+/// batched by default, about one once a reader waits for it.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_micros(250);
 
 /// Looks in a row that find every block empty before the [`Flusher`]
@@ -289,9 +290,10 @@ impl FlushList {
 }
 
 /// The thread that sends blocks that waited, unsent, for a while (about
-/// two [`FLUSH_EVERY`]): their producer may be computing, or waiting on
-/// something outside the pipeline (a reply, a socket), which flushes
-/// nothing. It sleeps while every block is empty.
+/// two [`FLUSH_EVERY`]; on a queue batched by default, once a reader waits
+/// for them): their producer may be computing, or waiting on something
+/// outside the pipeline (a reply, a socket), which flushes nothing. It
+/// sleeps while every block is empty.
 pub(crate) struct Flusher {
     list: Arc<FlushList>,
 }

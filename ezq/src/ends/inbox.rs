@@ -81,9 +81,6 @@ impl std::error::Error for RecvTimeout {}
 impl<T> Inbox<T> {
     pub(crate) fn new(rx: Rx<T>, queue: Arc<QueueShared<T>>, ctx: Arc<Replica>) -> Self {
         queue.reader_opened();
-        if let Some(waiting) = &queue.waiting {
-            waiting.reader_opened();
-        }
         Inbox {
             rx,
             block: Vec::new().into_iter(),
@@ -305,9 +302,6 @@ impl<T> Drop for Inbox<T> {
             self.queue.stash(rest);
         }
         self.flush_count();
-        if let Some(waiting) = &self.queue.waiting {
-            waiting.reader_closed();
-        }
         self.queue.reader_closed(&self.rx);
     }
 }

@@ -54,6 +54,9 @@ impl<T> QueueShared<T> {
     /// An inbox opens on the queue.
     fn reader_opened(&self) {
         self.readers.fetch_add(1, Ordering::AcqRel);
+        if let Some(waiting) = &self.waiting {
+            waiting.reader_opened();
+        }
     }
 
     /// An inbox closes. The last one drops what is left in the queue (it
@@ -66,6 +69,9 @@ impl<T> QueueShared<T> {
     /// left aside, and the pipeline drops it as it finishes
     /// ([`Leftovers`]).
     fn reader_closed(&self, rx: &Rx<T>) {
+        if let Some(waiting) = &self.waiting {
+            waiting.reader_closed();
+        }
         rx.close();
         // A remote queue's messages wait on the server for other readers.
         if self.readers.fetch_sub(1, Ordering::AcqRel) != 1 || rx.is_remote() {
